@@ -87,7 +87,10 @@ class Episode:
             raise ValueError("an episode needs at least one frame")
         cams = {}
         for name, first in frames[0].cameras.items():
-            get = lambda attr: [getattr(f.cameras[name], attr) for f in frames]  # noqa: E731
+
+            def get(attr: str, name: str = name) -> list[np.ndarray]:
+                return [getattr(f.cameras[name], attr) for f in frames]
+
             cams[name] = CameraSeries(
                 rgb=np.stack(get("rgb")),
                 depth=None if first.depth is None else np.stack(get("depth")),
