@@ -1,0 +1,56 @@
+"""Heads beside the denoiser: next action chunk, and reward / success from latents.
+
+Both work per latent frame on token rows laid out by a ``SequenceLayout`` (plain or
+packed), pooling a frame's tokens with :func:`frame_mean`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def frame_mean(x: Tensor, token_frame: Tensor, n_frames: int) -> Tensor:
+    """(B, N, D) token rows → (B, F, D) mean over each frame's tokens (0 for empty frames)."""
+    b, _, d = x.shape
+    idx = token_frame[..., None].expand(-1, -1, d)
+    total = x.new_zeros(b, n_frames, d).scatter_add_(1, idx, x)
+    count = x.new_zeros(b, n_frames, 1).scatter_add_(
+        1, token_frame[..., None], torch.ones_like(x[..., :1])
+    )
+    return total / count.clamp_min(1)
+
+
+class ActionHead(nn.Module):
+    """DiT hidden states of a clean frame → the action chunk that follows it (B, F, c, A).
+
+    Cosmos's "next frame + next action": the same context that predicts the next latent
+    frame also predicts the next action chunk.
+    """
+
+    def __init__(self, dim: int, chunk: int, action_dim: int) -> None:
+        super().__init__()
+        self.chunk, self.action_dim = chunk, action_dim
+        self.net = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, chunk * action_dim)
+        )
+
+    def forward(self, hidden: Tensor, token_frame: Tensor, n_frames: int) -> Tensor:
+        pooled = frame_mean(hidden, token_frame, n_frames)  # (B, F, D)
+        return self.net(pooled).unflatten(-1, (self.chunk, self.action_dim))
+
+
+class RewardHead(nn.Module):
+    """Latent patches of a frame → (reward, success logit): scores generated latents too."""
+
+    def __init__(self, token_dim: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.token_mlp = nn.Sequential(
+            nn.Linear(token_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
+        )
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2))
+
+    def forward(self, tokens: Tensor, token_frame: Tensor, n_frames: int) -> tuple[Tensor, Tensor]:
+        pooled = frame_mean(self.token_mlp(tokens), token_frame, n_frames)  # (B, F, H)
+        reward, success_logit = self.out(pooled).unbind(-1)  # (B, F) each
+        return reward, success_logit
