@@ -1,0 +1,253 @@
+"""The ``cosmos-sim`` command.
+
+User mistakes (bad paths, malformed stores, unknown tasks or cameras) end in one line
+on stderr — file, field, expected vs found — and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cosmos_sim.errors import ConfigError, CosmosSimError
+
+app = typer.Typer(
+    name="cosmos-sim",
+    help="Record robot episodes, train Cosmos-style world models, and run them as Gymnasium envs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+train_app = typer.Typer(help="Train models (tokenizers, world models).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
+# ---------------------------------------------------------------------- record
+@app.command()
+def record(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Episode store (.zarr); appended to if it exists.")
+    ],
+    task: Annotated[
+        str | None, typer.Option(help="Embedded MuJoCo task: reach, push, … or a task folder.")
+    ] = None,
+    env: Annotated[
+        str | None,
+        typer.Option(help="Any Gymnasium env id with rgb_array rendering, e.g. Pendulum-v1."),
+    ] = None,
+    episodes: Annotated[int, typer.Option(min=1)] = 10,
+    skill: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Scripted expert skill: 0 random, 1 expert.")
+    ] = 1.0,
+    cameras: Annotated[
+        str | None, typer.Option(help="Comma-separated cameras (default: the task's).")
+    ] = None,
+    size: Annotated[
+        int | None, typer.Option(help="Image height and width in pixels (default: the task's, 64).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Episode i uses seed + i.")] = 0,
+    no_depth: Annotated[bool, typer.Option("--no-depth", help="Skip depth rendering.")] = False,
+    no_segmentation: Annotated[
+        bool, typer.Option("--no-segmentation", help="Skip segmentation.")
+    ] = False,
+    shadow_size: Annotated[
+        int | None, typer.Option(help="Shadow map size; 0 = none (fastest).")
+    ] = None,
+    max_steps: Annotated[int, typer.Option(help="Episode cap for Gymnasium envs.")] = 200,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing store.")
+    ] = False,
+) -> None:
+    """Record episodes from the embedded simulator or a Gymnasium render env into a store."""
+    from cosmos_sim.bridge.record import record as run_record
+
+    if (task is None) == (env is None):
+        raise ConfigError("give exactly one of --task or --env", field="--task/--env")
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if task is not None:
+        from cosmos_sim.bridge.record import MujocoSource
+
+        source = MujocoSource(
+            task,
+            skill=skill,
+            cameras=_split(cameras),
+            size=size,
+            depth=not no_depth,
+            segmentation=not no_segmentation,
+            shadow_size=shadow_size,
+        )
+    else:
+        from cosmos_sim.bridge.gym_render import GymRenderConfig, GymRenderSource
+
+        source = GymRenderSource(GymRenderConfig(env_id=env, size=size or 64, max_steps=max_steps))
+    with Progress(
+        TextColumn("[bold]recording[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("episodes · {task.fields[fps]:.0f} frames/s · success {task.fields[succ]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task("record", total=episodes, fps=0.0, succ="-")
+
+        def on_frame(stats) -> None:
+            progress.update(bar, fps=stats.frames_per_second)
+
+        def on_episode(stats) -> None:
+            progress.update(
+                bar, completed=stats.episodes, succ=f"{stats.successes}/{stats.episodes}"
+            )
+
+        stats = run_record(
+            source, out, episodes=episodes, seed=seed, on_episode=on_episode, on_frame=on_frame
+        )
+    source.close()
+    console.print(
+        f"recorded {stats.episodes} episodes, {stats.frames} frames "
+        f"({stats.frames_per_second:.0f} frames/s), success {stats.successes}/{stats.episodes} → {out}"
+    )
+
+
+# ------------------------------------------------------------------------ info
+@app.command()
+def info(
+    store: Annotated[Path, typer.Argument(help="Episode store (.zarr).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Episodes, frames, cameras and shapes, success rate and action statistics."""
+    from cosmos_sim.data.store import EpisodeStore, describe
+
+    summary = describe(EpisodeStore.open(store))
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    lengths = summary["episode_length"]
+    head = Table(title=f"{store}", show_header=False)
+    for key, value in [
+        ("source", summary["source"]),
+        ("episodes", summary["episodes"]),
+        ("frames", summary["frames"]),
+        ("fps", summary["fps"]),
+        (
+            "episode length",
+            f"{lengths['min']} / {lengths['mean']:.1f} / {lengths['max']} (min/mean/max)",
+        ),
+        ("success rate", f"{summary['success_rate']:.2f}"),
+        ("instructions", "; ".join(summary["instructions"]) or "-"),
+    ]:
+        head.add_row(key, str(value))
+    if summary["partial_episode"]:
+        head.add_row("note", "[yellow]an interrupted recording left a partial episode (ignored)[/]")
+    console.print(head)
+    cams = Table(title="cameras")
+    for col in ("camera", "field", "shape (per frame)"):
+        cams.add_column(col)
+    for name, fields in summary["cameras"].items():
+        for field, shape in fields.items():
+            cams.add_row(name, field, "×".join(map(str, shape)))
+    console.print(cams)
+    acts = Table(title="action")
+    for col in ("dim", "mean", "std", "min", "max"):
+        acts.add_column(col, justify="right")
+    a = summary["action"]
+    names = a["names"] or [f"a{i}" for i in range(len(a["mean"]))]
+    for i, n in enumerate(names):
+        if a["mean"]:
+            acts.add_row(n, *(f"{a[k][i]:+.3f}" for k in ("mean", "std", "min", "max")))
+    console.print(acts)
+
+
+# ------------------------------------------------------------------------ view
+@app.command()
+def view(
+    store: Annotated[Path, typer.Argument(help="Episode store (.zarr).")],
+    episode: Annotated[
+        list[int] | None, typer.Option(help="Episode index (repeatable); default 0.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write an .rrd recording here.")
+    ] = None,
+    cameras: Annotated[
+        str | None, typer.Option(help="Comma-separated cameras (default: all).")
+    ] = None,
+    spawn: Annotated[
+        bool, typer.Option("--spawn", help="Open the rerun viewer (needs a display).")
+    ] = False,
+) -> None:
+    """Rerun recording of episodes: images, depth, segmentation, camera frusta, actions, state."""
+    from cosmos_sim.data.store import EpisodeStore
+    from cosmos_sim.viz.rerun_log import log_episode, new_recording
+
+    if out is None and not spawn:
+        raise ConfigError(
+            "nowhere to send the recording",
+            field="--out/--spawn",
+            expected="--out FILE.rrd or --spawn",
+        )
+    st = EpisodeStore.open(store)
+    indices = episode or [0]
+    for i in indices:
+        st.episode_bounds(i)  # clear error for a bad index before anything is written
+    rec = new_recording(f"cosmos_sim_{store.stem}", out=out, spawn=spawn)
+    first = 0
+    for i in indices:
+        ep = st.read_episode(i, cameras=_split(cameras))
+        log_episode(
+            rec,
+            ep,
+            fps=st.spec.fps,
+            prefix=f"episode_{i}" if len(indices) > 1 else "episode",
+            action_names=st.spec.action_names or None,
+            state_names=st.spec.state_names or None,
+            segmentation_labels=st.spec.segmentation_labels,
+            first_frame=first,
+        )
+        first += len(ep)
+    rec.flush()
+    if out is not None:
+        console.print(
+            f"wrote {out} ({len(indices)} episode(s), {first} frames); open it with: rerun {out}"
+        )
+
+
+def main() -> None:
+    """Console entry point: user mistakes become one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except CosmosSimError as e:
+        err_console.print(f"[bold red]error:[/] {e.one_line()}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print(
+            "interrupted: completed episodes are kept, the one in progress is discarded"
+        )
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()
