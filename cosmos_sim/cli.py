@@ -240,13 +240,10 @@ def main() -> None:
             "interrupted: completed episodes are kept, the one in progress is discarded"
         )
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
+    except typer.TyperException as e:  # usage errors (bad option, missing argument)
+        if hasattr(e, "show"):
             e.show()
-            sys.exit(e.exit_code)
-        raise
+        sys.exit(getattr(e, "exit_code", 2))
 
 
 if __name__ == "__main__":

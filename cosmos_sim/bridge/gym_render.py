@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
+import os
+
 import cv2
 import gymnasium as gym
 import numpy as np
@@ -22,6 +24,7 @@ from cosmos_sim.data.store import CameraSpec, StoreSpec
 from cosmos_sim.errors import ConfigError
 
 CAMERA = "render"
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame-rendered envs: no display needed
 
 
 @dataclass
@@ -89,7 +92,10 @@ class GymRenderSource:
         )
 
     def _image(self) -> np.ndarray:
-        rgb = np.asarray(self.env.render())[..., :3]
+        try:
+            rgb = np.asarray(self.env.render())[..., :3]
+        except gym.error.Error as e:
+            raise ConfigError(f"the env cannot render ({e})", field="env", found=self.config.env_id) from e
         s = self.config.size
         return cv2.resize(rgb, (s, s), interpolation=cv2.INTER_AREA)
 
