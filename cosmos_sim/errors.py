@@ -32,8 +32,13 @@ class CosmosSimError(Exception):
         parts = [p for p in (self.path, self.field) if p]
         head = ": ".join(parts)
         text = self.message
-        if self.expected is not None or self.found is not None:
-            text += f" (expected {self.expected}, found {self.found})"
+        detail = [
+            f"{k} {v}"
+            for k, v in (("expected", self.expected), ("found", self.found))
+            if v is not None
+        ]
+        if detail:
+            text += f" ({', '.join(detail)})"
         return f"{head}: {text}" if head else text
 
 

@@ -9,10 +9,9 @@ sampler unless one is given.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-
-import os
 
 import cv2
 import gymnasium as gym
@@ -95,7 +94,9 @@ class GymRenderSource:
         try:
             rgb = np.asarray(self.env.render())[..., :3]
         except gym.error.Error as e:
-            raise ConfigError(f"the env cannot render ({e})", field="env", found=self.config.env_id) from e
+            raise ConfigError(
+                f"the env cannot render ({e})", field="env", found=self.config.env_id
+            ) from e
         s = self.config.size
         return cv2.resize(rgb, (s, s), interpolation=cv2.INTER_AREA)
 
