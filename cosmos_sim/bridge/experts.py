@@ -1,0 +1,240 @@
+"""Task kinds (reset sampler, task state, scripted expert) and the skill-graded policy.
+
+A task.toml's ``kind`` picks one :class:`TaskKind`; its ``[reset]`` and ``[expert]``
+tables parametrise it. :class:`ScriptedPolicy` degrades the expert with a ``skill``
+knob so one command yields a family of policies of graded success rate::
+
+    lapse = 1 - skill
+    with probability lapse        a uniform random action, held for 1-3 steps
+    with probability lapse / 2    hesitate: a zero action, held for 1-2 steps
+    otherwise                     the expert's action + N(0, (NOISE * lapse)^2), clipped
+
+so skill 0 is a uniform random policy and skill 1 the noiseless expert.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import mujoco
+import numpy as np
+
+from cosmos_sim.bridge.tasks import ActionSpec, Task
+from cosmos_sim.errors import ConfigError, TaskError
+
+if TYPE_CHECKING:
+    from cosmos_sim.bridge.mujoco_sim import MujocoSim
+
+NOISE = 0.6  # expert action noise std at skill 0 (in normalised action units)
+
+
+def _unit_speed(velocity: np.ndarray, max_speed: float) -> np.ndarray:
+    """Velocity (m/s) → normalised action, keeping its direction when it saturates."""
+    action = np.asarray(velocity, dtype=np.float64) / max_speed
+    norm = np.linalg.norm(action)
+    return (action / norm if norm > 1.0 else action).astype(np.float32)
+
+
+def _param(table: dict, key: str, task: Task, section: str, default=None):
+    if key not in table:
+        if default is None:
+            raise TaskError("missing field", path=task.toml_path, field=f"{section}.{key}")
+        return default
+    return table[key]
+
+
+class TaskKind:
+    """Everything task-specific: scene checks, reset sampling, task state and the expert."""
+
+    state_names: tuple[str, ...] = ()
+    required_bodies: tuple[str, ...] = ()
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.elbow = tuple(_param(task.reset, "elbow", task, "reset", [0.6, 2.2]))
+
+    def check_scene(self, sim: MujocoSim) -> None:
+        for body in self.required_bodies:
+            if mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_BODY, body) < 0:
+                raise TaskError(
+                    f"scene has no body named '{body}'", path=self.task.scene_path, field=body
+                )
+
+    def reset(self, sim: MujocoSim, rng: np.random.Generator) -> None:
+        raise NotImplementedError
+
+    def state(self, sim: MujocoSim) -> np.ndarray:
+        raise NotImplementedError
+
+    def points(self, sim: MujocoSim) -> dict[str, np.ndarray]:
+        """Privileged world positions the expert steers by (besides ``ee``)."""
+        return {name: sim.data.site(name).xpos.copy() for name in self.required_bodies}
+
+    def expert(self, obs: dict) -> np.ndarray:
+        raise NotImplementedError
+
+    def _random_arm(self, sim: MujocoSim, rng: np.random.Generator) -> np.ndarray:
+        """Random arm pose (elbow bent either way); returns the end effector's xy."""
+        shoulder = rng.uniform(-np.pi, np.pi)
+        elbow = rng.choice([-1.0, 1.0]) * rng.uniform(*self.elbow)
+        sim.data.qpos[sim._arm_qpos] = shoulder, elbow
+        mujoco.mj_kinematics(sim.model, sim.data)
+        return sim.data.site("ee").xpos[:2].copy()
+
+
+def _polar(rng: np.random.Generator, radius_range) -> np.ndarray:
+    r, a = rng.uniform(*radius_range), rng.uniform(-np.pi, np.pi)
+    return np.array([r * np.cos(a), r * np.sin(a)])
+
+
+class ReachKind(TaskKind):
+    state_names = ("target.x", "target.y")
+    required_bodies = ("target",)
+
+    def __init__(self, task: Task) -> None:
+        super().__init__(task)
+        self.target_radius = _param(task.reset, "target_radius", task, "reset")
+        self.min_start = float(_param(task.reset, "min_start_distance", task, "reset", 0.15))
+        self.gain = float(_param(task.expert, "gain", task, "expert", 6.0))
+
+    def reset(self, sim: MujocoSim, rng: np.random.Generator) -> None:
+        for _ in range(1000):
+            ee = self._random_arm(sim, rng)
+            target = _polar(rng, self.target_radius)
+            if np.linalg.norm(ee - target) >= self.min_start:
+                break
+        body = sim.model.body("target")
+        sim.data.mocap_pos[body.mocapid[0]] = [*target, body.pos[2]]
+
+    def state(self, sim: MujocoSim) -> np.ndarray:
+        return sim.data.site("target").xpos[:2].copy()
+
+    def expert(self, obs: dict) -> np.ndarray:
+        """Proportional control of the end effector towards the target."""
+        return _unit_speed(self.gain * (obs["target"][:2] - obs["ee"][:2]), self.task.max_speed)
+
+
+class PushKind(TaskKind):
+    state_names = ("block.x", "block.y", "block.yaw", "goal.x", "goal.y")
+    required_bodies = ("block", "goal")
+
+    def __init__(self, task: Task) -> None:
+        super().__init__(task)
+        r, e = task.reset, task.expert
+        self.block_radius = _param(r, "block_radius", task, "reset")
+        self.goal_radius = _param(r, "goal_radius", task, "reset")
+        self.push_distance = _param(r, "push_distance", task, "reset")
+        self.min_clearance = float(_param(r, "min_clearance", task, "reset", 0.15))
+        self.contact = float(_param(e, "block_half", task, "expert")) + float(
+            _param(e, "finger_radius", task, "expert")
+        )
+        self.push_speed = float(_param(e, "push_speed", task, "expert", 0.5))
+        self.circle = float(_param(e, "circle_radius", task, "expert", 0.11))
+
+    def reset(self, sim: MujocoSim, rng: np.random.Generator) -> None:
+        for _ in range(1000):
+            block = _polar(rng, self.block_radius)
+            angle = rng.uniform(-np.pi, np.pi)
+            goal = block + rng.uniform(*self.push_distance) * np.array(
+                [np.cos(angle), np.sin(angle)]
+            )
+            lo, hi = self.goal_radius
+            if (
+                lo <= np.linalg.norm(goal) <= hi
+                and _segment_distance(block, goal) >= self.min_clearance
+            ):
+                break
+        for _ in range(1000):
+            if np.linalg.norm(self._random_arm(sim, rng) - block) >= self.circle:
+                break
+        d, m = sim.data, sim.model
+        for name, value in zip(("block_x", "block_y"), block, strict=True):
+            d.qpos[m.joint(name).qposadr[0]] = value
+        d.qpos[m.joint("block_yaw").qposadr[0]] = rng.uniform(-np.pi / 4, np.pi / 4)
+        body = m.body("goal")
+        d.mocap_pos[body.mocapid[0]] = [*goal, body.pos[2]]
+
+    def state(self, sim: MujocoSim) -> np.ndarray:
+        d = sim.data
+        yaw = d.qpos[sim.model.joint("block_yaw").qposadr[0]]
+        return np.array([*d.site("block").xpos[:2], yaw, *d.site("goal").xpos[:2]])
+
+    def expert(self, obs: dict) -> np.ndarray:
+        """Get behind the block (circling around it if needed), then push it along the goal line."""
+        ee, block, goal = obs["ee"][:2], obs["block"][:2], obs["goal"][:2]
+        to_goal = goal - block
+        remaining = np.linalg.norm(to_goal)
+        if remaining < 0.01:
+            return np.zeros(2, np.float32)
+        u = to_goal / remaining  # push direction
+        n = np.array([-u[1], u[0]])  # its left normal
+        rel = ee - block
+        along, lateral = rel @ u, rel @ n
+        speed = self.task.max_speed
+        if along < -0.8 * self.contact and abs(lateral) < 0.02:
+            # Behind the block and on the line: push, steering back onto the line.
+            push = min(self.push_speed * speed, 2.0 * remaining + 0.03)
+            lag = -self.contact - along  # > 0 when the finger trails the contact point
+            return _unit_speed(u * (push + 2.0 * max(lag, 0.0)) - 4.0 * lateral * n, speed)
+        behind = block - u * (self.contact + 0.02)
+        rel_angle = np.arctan2(lateral, along)  # 0 = in front of the block, ±π = behind it
+        to_behind = np.pi - abs(rel_angle)
+        if to_behind > np.deg2rad(35):
+            # Circle round the block at a safe radius, towards the side we are already on.
+            turn = np.sign(rel_angle) * min(to_behind, np.deg2rad(50))
+            a = np.arctan2(rel[1], rel[0]) + turn
+            waypoint = block + self.circle * np.array([np.cos(a), np.sin(a)])
+        else:
+            waypoint = behind
+        return _unit_speed(8.0 * (waypoint - ee), speed)
+
+
+def _segment_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Distance from the origin (the arm base) to the segment a-b."""
+    ab = b - a
+    s = np.clip(-(a @ ab) / (ab @ ab), 0.0, 1.0)
+    return float(np.linalg.norm(a + s * ab))
+
+
+KINDS: dict[str, type[TaskKind]] = {"reach": ReachKind, "push": PushKind}
+
+
+class ScriptedPolicy:
+    """A task expert degraded by ``skill`` (see the module docstring). ``policy(obs) -> action``."""
+
+    def __init__(
+        self, kind: TaskKind, action: ActionSpec, skill: float = 1.0, seed: int = 0
+    ) -> None:
+        if not 0.0 <= skill <= 1.0:
+            raise ConfigError(
+                "skill must be in [0, 1]", field="skill", expected="0 <= skill <= 1", found=skill
+            )
+        self.kind, self.skill = kind, float(skill)
+        self.low = np.array(action.low, np.float32)
+        self.high = np.array(action.high, np.float32)
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Reseed the policy's noise (``rollout`` does this with the episode seed)."""
+        self.rng = np.random.default_rng(seed)
+        self._held: np.ndarray | None = None
+        self._hold = 0
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        if self._hold > 0 and self._held is not None:
+            self._hold -= 1
+            return self._held.copy()
+        lapse = 1.0 - self.skill
+        draw = self.rng.random()
+        if draw < lapse:  # distracted: a random action for a few steps
+            self._held = self.rng.uniform(self.low, self.high).astype(np.float32)
+            self._hold = int(self.rng.integers(0, 3))
+            return self._held.copy()
+        if draw < 1.5 * lapse:  # hesitating: stand still for a moment
+            self._held = np.zeros_like(self.low)
+            self._hold = int(self.rng.integers(0, 2))
+            return self._held.copy()
+        action = self.kind.expert(obs)
+        if lapse > 0:
+            action = action + self.rng.normal(0.0, NOISE * lapse, size=action.shape)
+        return np.clip(action, self.low, self.high).astype(np.float32)
