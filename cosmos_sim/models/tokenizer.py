@@ -1,0 +1,385 @@
+"""Causal video tokenizer: a Cosmos-style 3-D conv autoencoder, 4× in time, 8× in space.
+
+Layout of a clip of ``T = 1 + 4k`` frames (NVIDIA Cosmos Tokenizer, 2025)::
+
+    frames   0 | 1 2 3 4 | 5 6 7 8 | ...        the first frame is encoded on its own,
+    latents  0 |    1    |    2    | ...        then each group of 4 frames
+
+Frame 0 is replicated three times so every latent frame covers a group of 4; the
+space-to-depth front end folds each 4×4×4 (time × height × width) block into channels
+*within* a group, so a convolution never sees more than one group at once. Every
+temporal convolution is causal (padded on the left only), hence latent ``j`` depends on
+frames ``≤ 4j`` and never on later ones.
+
+Two heads share the trunk:
+
+* ``cv``: 16 continuous latent channels (diffusion world model);
+* ``dv``: finite scalar quantisation, FSQ (Mentzer et al. 2023), levels (8,8,8,5,5,5) =
+  64000 codes (autoregressive world model).
+
+Video is ``(B, T, 3, H, W)`` float in [-1, 1]; multi-camera clips are extra batch items.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cosmos_sim.errors import ConfigError
+
+TIME_FACTOR = 4  # frames per latent frame (after the first)
+SPACE_FACTOR = 8  # pixels per latent pixel, per axis
+S2D = 4  # spatial space-to-depth of the front end (the trunk does the last 2×)
+
+
+@dataclass
+class TokenizerConfig:
+    """Sizes of the tokenizer. ``kind`` picks the head: "cv" continuous, "dv" FSQ."""
+
+    kind: str = "cv"
+    latent_channels: int = 16  # cv head
+    fsq_levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)  # dv head: 64000 codes
+    width: int = 96  # channels at H/4
+    width_low: int = 192  # channels at H/8 (the latent resolution)
+    enc_blocks: tuple[int, int] = (1, 2)  # residual blocks at H/4, H/8
+    dec_blocks: tuple[int, int] = (2, 2)  # residual blocks at H/8, H/4
+
+    def __post_init__(self) -> None:
+        self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
+        self.enc_blocks = tuple(int(v) for v in self.enc_blocks)
+        self.dec_blocks = tuple(int(v) for v in self.dec_blocks)
+        if self.kind not in ("cv", "dv"):
+            raise ConfigError(
+                "unknown tokenizer kind", field="kind", expected="cv or dv", found=self.kind
+            )
+        if self.latent_channels < 1:
+            raise ConfigError(
+                "must be positive", field="latent_channels", found=self.latent_channels
+            )
+        if not self.fsq_levels or min(self.fsq_levels) < 2:
+            raise ConfigError(
+                "each FSQ level must be ≥ 2", field="fsq_levels", found=self.fsq_levels
+            )
+        for name in ("width", "width_low"):
+            if getattr(self, name) % 8:
+                raise ConfigError(
+                    "must be a multiple of 8",
+                    field=name,
+                    expected="e.g. 96",
+                    found=getattr(self, name),
+                )
+        if len(self.enc_blocks) != 2 or len(self.dec_blocks) != 2:
+            raise ConfigError("two block counts (H/4, H/8)", field="enc_blocks/dec_blocks")
+
+    @property
+    def codebook_size(self) -> int:
+        return math.prod(self.fsq_levels)
+
+    @property
+    def bottleneck_channels(self) -> int:
+        return self.latent_channels if self.kind == "cv" else len(self.fsq_levels)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def _preset(kind: str, **sizes) -> TokenizerConfig:
+    return TokenizerConfig(kind=kind, **sizes)
+
+
+PRESETS: dict[str, dict] = {
+    "cpu-small": dict(width=96, width_low=192, enc_blocks=(1, 2), dec_blocks=(2, 2)),
+    "gpu": dict(width=256, width_low=512, enc_blocks=(2, 4), dec_blocks=(4, 4)),
+}
+
+
+def tokenizer_config(preset: str, kind: str) -> TokenizerConfig:
+    """The named preset (``cpu-small`` or ``gpu``) for head ``kind`` ("cv" | "dv")."""
+    if preset not in PRESETS:
+        raise ConfigError(
+            "unknown tokenizer preset", field="preset", expected=sorted(PRESETS), found=preset
+        )
+    return _preset(kind, **PRESETS[preset])
+
+
+def check_video(video: torch.Tensor) -> None:
+    """Raise ConfigError unless ``video`` is (B, 1+4k, 3, H, W) with H, W multiples of 8."""
+    if video.ndim != 5 or video.shape[2] != 3:
+        raise ConfigError("video must be (B, T, 3, H, W)", field="video", found=tuple(video.shape))
+    _, t, _, h, w = video.shape
+    if (t - 1) % TIME_FACTOR:
+        raise ConfigError(
+            "clip length must be 1 + 4k frames (the first frame alone, then groups of 4)",
+            field="frames",
+            expected="1, 5, 9, 13, ...",
+            found=t,
+        )
+    if h % SPACE_FACTOR or w % SPACE_FACTOR:
+        raise ConfigError(
+            "image height and width must be multiples of 8",
+            field="image size",
+            expected="H, W % 8 == 0",
+            found=(h, w),
+        )
+
+
+class FSQ(nn.Module):
+    """Finite scalar quantisation (Mentzer et al. 2023, "FSQ: VQ-VAE made simple")."""
+
+    def __init__(self, levels: tuple[int, ...]) -> None:
+        super().__init__()
+        L = torch.tensor(levels, dtype=torch.float32)
+        self.register_buffer("levels", L, persistent=False)
+        basis = torch.cumprod(torch.tensor([1, *levels[:-1]], dtype=torch.int64), 0)
+        self.register_buffer("basis", basis, persistent=False)
+
+    def bound(self, z: torch.Tensor) -> torch.Tensor:
+        """tanh-bound z (..., d) so rounding gives exactly L_i values per channel."""
+        half_l = (self.levels - 1) * (1 + 1e-3) / 2
+        offset = torch.where(self.levels % 2 == 0, 0.5, 0.0)
+        shift = torch.atanh(offset / half_l)
+        return torch.tanh(z + shift) * half_l - offset
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z (..., d) → quantised values in [-1, 1] (straight-through gradient)."""
+        b = self.bound(z.float())
+        q = b + (torch.round(b) - b).detach()
+        return q / (self.levels // 2)
+
+    def codes(self, q: torch.Tensor) -> torch.Tensor:
+        """Quantised (..., d) in [-1, 1] → integer code (...,) in [0, prod(levels))."""
+        digits = torch.round(q * (self.levels // 2) + self.levels // 2).long()
+        return (digits * self.basis).sum(-1)
+
+    def from_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Integer code (...,) → quantised (..., d) in [-1, 1]."""
+        digits = (codes.unsqueeze(-1) // self.basis) % self.levels.long()
+        return (digits - self.levels // 2) / (self.levels // 2)
+
+
+class ChannelNorm(nn.Module):
+    """RMS norm over channels at each (t, y, x): per position, so causal by construction."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(c, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, N, h, w)
+        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-6) * self.gain
+
+
+class CausalConv3d(nn.Conv3d):
+    """3-D conv padded only on the past side of time (kernel_t - 1 frames of the first)."""
+
+    def __init__(
+        self, c_in: int, c_out: int, kernel: tuple[int, int, int], stride: int = 1
+    ) -> None:
+        super().__init__(c_in, c_out, kernel, stride=(1, stride, stride))
+        kt, kh, kw = kernel
+        self.pad_t = kt - 1
+        self.pad_hw = (kw // 2, kw // 2, kh // 2, kh // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, N, h, w)
+        if self.pad_t:  # replicate the first latent frame into the past
+            x = torch.cat([x[:, :, :1].expand(-1, -1, self.pad_t, -1, -1), x], dim=2)
+        x = F.pad(x, self.pad_hw)
+        return super().forward(x)
+
+
+class ResBlock(nn.Module):
+    """norm → SiLU → causal (2,3,3) conv → norm → SiLU → (1,3,3) conv, plus the input."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = ChannelNorm(c), CausalConv3d(c, c, (2, 3, 3))
+        self.norm2, self.conv2 = ChannelNorm(c), CausalConv3d(c, c, (1, 3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        return x + self.conv2(F.silu(self.norm2(h)))
+
+
+def space_to_depth(video: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 4n, H, W) → (B, 3·4·S2D·S2D, n, H/S2D, W/S2D): fold each 4×4×4 block into channels."""
+    b, c, t, h, w = video.shape
+    x = video.reshape(b, c, t // TIME_FACTOR, TIME_FACTOR, h // S2D, S2D, w // S2D, S2D)
+    x = x.permute(0, 1, 3, 5, 7, 2, 4, 6)  # (B, 3, 4, s, s, n, h', w')
+    return x.reshape(b, c * TIME_FACTOR * S2D * S2D, t // TIME_FACTOR, h // S2D, w // S2D)
+
+
+def depth_to_space(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`space_to_depth`: (B, 192, n, h, w) → (B, 3, 4n, 4h, 4w)."""
+    b, _, n, h, w = x.shape
+    x = x.reshape(b, 3, TIME_FACTOR, S2D, S2D, n, h, w)
+    x = x.permute(0, 1, 5, 2, 6, 3, 7, 4)  # (B, 3, n, 4, h, s, w, s)
+    return x.reshape(b, 3, n * TIME_FACTOR, h * S2D, w * S2D)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig) -> None:
+        super().__init__()
+        c_in = 3 * TIME_FACTOR * S2D * S2D
+        self.stem = CausalConv3d(c_in, cfg.width, (1, 3, 3))
+        self.high = nn.Sequential(*[ResBlock(cfg.width) for _ in range(cfg.enc_blocks[0])])
+        self.down = CausalConv3d(cfg.width, cfg.width_low, (1, 3, 3), stride=2)
+        self.low = nn.Sequential(*[ResBlock(cfg.width_low) for _ in range(cfg.enc_blocks[1])])
+        self.norm = ChannelNorm(cfg.width_low)
+        self.head = CausalConv3d(cfg.width_low, cfg.bottleneck_channels, (1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 192, N, H/4, W/4)
+        x = self.high(self.stem(x))
+        x = self.low(self.down(x))  # (B, width_low, N, H/8, W/8)
+        return self.head(F.silu(self.norm(x)))  # (B, bottleneck, N, H/8, W/8)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig) -> None:
+        super().__init__()
+        c_out = 3 * TIME_FACTOR * S2D * S2D
+        self.stem = CausalConv3d(cfg.bottleneck_channels, cfg.width_low, (1, 3, 3))
+        self.low = nn.Sequential(*[ResBlock(cfg.width_low) for _ in range(cfg.dec_blocks[0])])
+        self.up = CausalConv3d(cfg.width_low, cfg.width * 4, (1, 3, 3))  # then pixel shuffle 2×
+        self.high = nn.Sequential(*[ResBlock(cfg.width) for _ in range(cfg.dec_blocks[1])])
+        self.norm = ChannelNorm(cfg.width)
+        self.head = CausalConv3d(cfg.width, c_out, (1, 3, 3))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, bottleneck, N, h, w)
+        x = self.low(self.stem(z))
+        x = self.up(x)  # (B, 4·width, N, h, w)
+        b, c4, n, h, w = x.shape
+        x = F.pixel_shuffle(x.transpose(1, 2).reshape(b * n, c4, h, w), 2)
+        x = x.reshape(b, n, c4 // 4, 2 * h, 2 * w).transpose(1, 2)  # (B, width, N, 2h, 2w)
+        x = self.high(x)
+        return self.head(F.silu(self.norm(x)))  # (B, 192, N, H/4, W/4)
+
+
+class VideoTokenizer(nn.Module):
+    """Causal video autoencoder with a continuous (cv) or FSQ (dv) bottleneck."""
+
+    def __init__(self, cfg: TokenizerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.fsq = FSQ(cfg.fsq_levels) if cfg.kind == "dv" else None
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        # Residual branches start as the identity (their last conv zeroed), so the trunk
+        # begins as a plain stem → head path and deep stacks train from step 0.
+        for m in self.modules():
+            if isinstance(m, ResBlock):
+                nn.init.zeros_(m.conv2.weight)
+                nn.init.zeros_(m.conv2.bias)
+
+    # -- shapes ---------------------------------------------------------------------
+    @staticmethod
+    def latent_frames(frames: int) -> int:
+        return 1 + (frames - 1) // TIME_FACTOR
+
+    @staticmethod
+    def video_frames(latent_frames: int) -> int:
+        return 1 + TIME_FACTOR * (latent_frames - 1)
+
+    # -- encode / decode -------------------------------------------------------------
+    def encode_raw(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, H, W) in [-1, 1] → pre-quantisation latents (B, N, C, H/8, W/8)."""
+        check_video(video)
+        x = video.transpose(1, 2)  # (B, 3, T, H, W)
+        pad = x[:, :, :1].expand(-1, -1, TIME_FACTOR - 1, -1, -1)
+        x = torch.cat([pad, x], dim=2)  # (B, 3, 4N, H, W): frame 0 fills the first group
+        z = self.encoder(space_to_depth(x))  # (B, C, N, H/8, W/8)
+        return z.transpose(1, 2)
+
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, N, C, h, w) → FSQ values in [-1, 1] (dv) or z unchanged (cv)."""
+        if self.fsq is None:
+            return z
+        return self.fsq(z.movedim(2, -1)).movedim(-1, 2)
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """cv: latents (B, N, 16, H/8, W/8); dv: integer codes (B, N, H/8, W/8)."""
+        z = self.quantize(self.encode_raw(video))
+        if self.fsq is None:
+            return z
+        return self.fsq.codes(z.movedim(2, -1))
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """cv latents (B, N, C, h, w) or dv codes (B, N, h, w) → video (B, 1+4(N-1), 3, 8h, 8w)."""
+        if self.fsq is not None and latents.ndim == 4:
+            latents = self.fsq.from_codes(latents).movedim(-1, 2)
+        return self._decode(latents)
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.decoder(
+            z.transpose(1, 2).to(self.decoder.stem.weight.dtype)
+        )  # (B, 192, N, h', w')
+        video = depth_to_space(x)[:, :, TIME_FACTOR - 1 :]  # drop the replicated frame-0 copies
+        return video.transpose(1, 2)  # (B, T, 3, H, W)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """Reconstruct (B, T, 3, H, W) → (B, T, 3, H, W)."""
+        return self._decode(self.quantize(self.encode_raw(video)))
+
+
+# -- reconstruction loss: L1 + SSIM + image gradient (no pretrained networks) -----------
+
+
+def _gaussian_window(size: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    g = torch.exp(-((torch.arange(size) - size // 2) ** 2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, size: int = 7) -> torch.Tensor:
+    """Mean SSIM (Wang et al. 2004) of images (N, C, H, W) in [0, 1], Gaussian window."""
+    c = x.shape[1]
+    g = _gaussian_window(size).to(x)
+    wh = g.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    ww = g.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+
+    def blur(v: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(v, wh, groups=c), ww, groups=c)
+
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x**2
+    syy = blur(y * y) - mu_y**2
+    sxy = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return s.mean()
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of images in [0, 1] (over the whole tensor)."""
+    mse = F.mse_loss(x.float(), y.float())
+    return -10 * torch.log10(mse.clamp_min(1e-10))
+
+
+@dataclass
+class LossWeights:
+    l1: float = 1.0
+    ssim: float = 0.2
+    grad: float = 0.5
+
+
+def reconstruction_loss(
+    recon: torch.Tensor, target: torch.Tensor, w: LossWeights | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """L1 + (1 - SSIM) + image-gradient L1 of videos (B, T, 3, H, W) in [-1, 1]."""
+    w = w or LossWeights()
+    recon, target = recon.float(), target.float()
+    b, t, c, h, wd = target.shape
+    x = (recon.reshape(b * t, c, h, wd) + 1) / 2  # (B·T, 3, H, W) in [0, 1]
+    y = (target.reshape(b * t, c, h, wd) + 1) / 2
+    l1 = (x - y).abs().mean()
+    s = ssim(x, y)
+    gx = (
+        (x.diff(dim=-1) - y.diff(dim=-1)).abs().mean()
+        + (x.diff(dim=-2) - y.diff(dim=-2)).abs().mean()
+    ) / 2
+    loss = w.l1 * l1 + w.ssim * (1 - s) + w.grad * gx
+    return loss, {"l1": l1.item(), "ssim": s.item(), "psnr": psnr(x.clamp(0, 1), y).item()}

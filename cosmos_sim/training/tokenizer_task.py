@@ -1,0 +1,253 @@
+"""Tokenizer training and the latent cache: what ``cosmos-sim train tokenizer`` and
+``cosmos-sim tokenize`` call.
+
+Latent cache layout, written under the episode store's group::
+
+    STORE.zarr/latents/<weights_hash>/
+      zarr.json                         attrs: model path, kind, weights_hash, frames, cameras
+      <camera>/latents   (E, N, C, h, w) float16   cv: per-episode causal latents
+      <camera>/codes     (E, N, h, w)    int32     dv: FSQ codes
+      <camera>/frames    (E,)            int64     video frames each episode's latents cover
+
+Each episode is encoded whole (its first ``1 + 4k`` frames), padded to the longest on N.
+The group is keyed by the model's weight hash: a changed model gets a new group and
+stale groups of the same model directory are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cosmos_sim.data.clips import ClipSpec
+from cosmos_sim.data.loader import ClipLoader
+from cosmos_sim.data.store import EpisodeStore
+from cosmos_sim.errors import ConfigError
+from cosmos_sim.models import zoo
+from cosmos_sim.models.tokenizer import (
+    TokenizerConfig,
+    VideoTokenizer,
+    reconstruction_loss,
+    tokenizer_config,
+)
+from cosmos_sim.training import distributed as D
+from cosmos_sim.training.trainer import Trainer, TrainerConfig
+
+
+def to_unit(video_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, T, 3, H, W) → float in [-1, 1]."""
+    return video_u8.float() / 127.5 - 1
+
+
+class TokenizerTask(nn.Module):
+    """Reconstruction training of a :class:`VideoTokenizer` (the Trainer's task)."""
+
+    def __init__(self, tokenizer: VideoTokenizer) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+
+    def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        video = to_unit(batch["video"])  # (B, T, 3, H, W)
+        recon = self.tokenizer(video)
+        return reconstruction_loss(recon, video)
+
+
+@dataclass(frozen=True)
+class TokenizerRecipe:
+    """Training settings of a preset (sizes come from ``tokenizer.PRESETS``)."""
+
+    batch_size: int
+    frames: int
+    lr: float
+    warmup_steps: int
+    steps: int
+    num_workers: int
+
+
+RECIPES = {
+    "cpu-small": TokenizerRecipe(
+        batch_size=16, frames=9, lr=6e-4, warmup_steps=150, steps=3000, num_workers=1
+    ),
+    "gpu": TokenizerRecipe(
+        batch_size=32, frames=17, lr=4e-4, warmup_steps=1000, steps=100_000, num_workers=8
+    ),
+}
+
+
+def train_tokenizer(
+    data: list[Path],
+    kind: str,
+    preset: str,
+    out_dir: Path,
+    steps: int | None = None,
+    resume: bool = True,
+    *,
+    batch_size: int | None = None,
+    progress: bool = True,
+    checkpoint_every: int = 100,
+    seed: int = 0,
+) -> dict:
+    """Train a tokenizer on ``data`` stores into ``out_dir`` (resumable); returns the summary."""
+    if preset not in RECIPES:
+        raise ConfigError("unknown preset", field="preset", expected=sorted(RECIPES), found=preset)
+    recipe = RECIPES[preset]
+    info = D.init_distributed()
+    model_cfg = tokenizer_config(preset, kind)
+    spec = ClipSpec(frames=recipe.frames)
+    batch = batch_size or recipe.batch_size
+    loader = ClipLoader(
+        data,
+        spec,
+        batch,
+        seed=seed,
+        num_workers=recipe.num_workers,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    steps = steps or recipe.steps
+    tcfg = TrainerConfig(
+        steps=steps,
+        lr=recipe.lr,
+        warmup_steps=min(recipe.warmup_steps, steps // 10),
+        weight_decay=0.01,
+        ema_decay=0.995,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
+        progress=progress,
+    )
+    torch.manual_seed(seed)
+    task = TokenizerTask(VideoTokenizer(model_cfg))
+    run_config = {
+        "model": model_cfg.to_dict(),
+        "data": {
+            "stores": [str(Path(p).resolve()) for p in data],
+            "clips": asdict(spec),
+            "batch_size": batch,
+        },
+    }
+    trainer = Trainer(task, tcfg, loader, out_dir, run_config=run_config, dist_info=info)
+    summary = trainer.fit(resume=resume)
+    if info.is_main:
+        (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def export_tokenizer(
+    run_dir: Path, model_dir: Path, card: str | None = None, use_ema: bool = True
+) -> Path:
+    """Write the newest checkpoint of ``run_dir`` (EMA weights) as a zoo model directory."""
+    from cosmos_sim.training import checkpoint as ckpt
+
+    path = ckpt.latest_checkpoint(run_dir)
+    if path is None:
+        raise ConfigError("no checkpoint to export", path=run_dir)
+    tensors, meta = ckpt.load_checkpoint(path)
+    cfg = TokenizerConfig(**meta["config"]["model"])
+    model = VideoTokenizer(cfg)
+    model.load_state_dict(
+        {k.removeprefix("tokenizer."): v for k, v in ckpt.strip_prefix(tensors, "model").items()}
+    )
+    if use_ema and any(k.startswith("ema.") for k in tensors):
+        params = [p for _, p in model.named_parameters()]
+        # the Trainer's EMA list follows its AdamW groups: decayed params first, then the rest
+        from cosmos_sim.training.trainer import param_groups
+
+        order = [p for g in param_groups(model, 1.0) for p in g["params"]]
+        assert len(order) == len(params)
+        with torch.no_grad():
+            for i, p in enumerate(order):
+                p.copy_(tensors[f"ema.{i}"])
+    extra = {
+        "trained_steps": int(meta["step"]),
+        "wall_time_s": round(float(meta.get("wall_time", 0.0)), 1),
+    }
+    return zoo.save_model(
+        model_dir, "tokenizer", cfg.to_dict(), model.state_dict(), card=card, extra=extra
+    )
+
+
+# -- latent cache ---------------------------------------------------------------------------
+
+
+def _episode_video(store: EpisodeStore, episode: int, camera: str) -> np.ndarray:
+    n = store.episode_length(episode)
+    usable = 1 + 4 * ((n - 1) // 4)
+    w = store.read_window(episode, 0, usable, cameras=[camera])
+    return w["rgb"][camera].transpose(0, 3, 1, 2)  # (T, 3, H, W)
+
+
+@torch.no_grad()
+def tokenize_store(store_path: Path, model_dir: Path, batch_frames: int = 65) -> dict:
+    """Encode every episode × camera of a store into ``latents/<weights_hash>/``."""
+    import zarr
+
+    loaded = zoo.load_model(model_dir)
+    tok: VideoTokenizer = loaded.module
+    store = EpisodeStore.open(store_path, writable=True)
+    root = store.group.require_group("latents")
+    key = loaded.weights_hash
+    for name in list(root.group_keys()):  # invalidate stale caches of this model directory
+        if name != key and root[name].attrs.get("model") == str(loaded.path.resolve()):
+            del root[name]
+    if key in root and root[key].attrs.get("complete"):
+        return dict(root[key].attrs)
+    grp = root.require_group(key)
+    t0, frames_done = time.perf_counter(), 0
+    n_eps = len(store)
+    lat_n = [
+        VideoTokenizer.latent_frames(1 + 4 * ((store.episode_length(e) - 1) // 4))
+        for e in range(n_eps)
+    ]
+    max_n = max(lat_n)
+    for camera in store.cameras:
+        cam = grp.require_group(camera)
+        h, w = store.spec.cameras[camera].height // 8, store.spec.cameras[camera].width // 8
+        if tok.cfg.kind == "cv":
+            arr = cam.create_array(
+                "latents",
+                shape=(n_eps, max_n, tok.cfg.latent_channels, h, w),
+                dtype="float16",
+                chunks=(1, max_n, tok.cfg.latent_channels, h, w),
+                overwrite=True,
+            )
+        else:
+            arr = cam.create_array(
+                "codes",
+                shape=(n_eps, max_n, h, w),
+                dtype="int32",
+                chunks=(1, max_n, h, w),
+                fill_value=-1,
+                overwrite=True,
+            )
+        frames_arr = cam.create_array(
+            "frames", shape=(n_eps,), dtype="int64", chunks=(max(1, n_eps),), overwrite=True
+        )
+        counts = np.zeros(n_eps, np.int64)
+        for e in range(n_eps):
+            video = torch.from_numpy(_episode_video(store, e, camera))[None]  # (1, T, 3, H, W)
+            out = tok.encode(video.float() / 127.5 - 1)[0]
+            arr[e, : out.shape[0]] = out.numpy().astype(
+                np.float16 if tok.cfg.kind == "cv" else np.int32
+            )
+            counts[e] = video.shape[1]
+            frames_done += video.shape[1]
+        frames_arr[:] = counts
+    grp.attrs.update(
+        {
+            "model": str(loaded.path.resolve()),
+            "kind": tok.cfg.kind,
+            "weights_hash": key,
+            "cameras": store.cameras,
+            "episodes": n_eps,
+            "encode_frames_per_s": frames_done / (time.perf_counter() - t0),
+            "complete": True,
+        }
+    )
+    del zarr
+    return dict(grp.attrs)
