@@ -5,11 +5,13 @@ tables parametrise it. :class:`ScriptedPolicy` degrades the expert with a ``skil
 knob so one command yields a family of policies of graded success rate::
 
     lapse = 1 - skill
-    with probability lapse        a uniform random action, held for 1-3 steps
-    with probability lapse / 2    hesitate: a zero action, held for 1-2 steps
-    otherwise                     the expert's action + N(0, (NOISE * lapse)^2), clipped
+    with probability lapse²             a uniform random action, held for 1-3 steps
+    with probability lapse·(1 - lapse)  hesitate: a zero action, held for 1-2 steps
+    otherwise                           the expert's action + N(0, (NOISE · lapse)²), clipped
 
-so skill 0 is a uniform random policy and skill 1 the noiseless expert.
+so skill 0 is a uniform random policy and skill 1 the noiseless expert. Measured
+success over seeds 1000-1019 (skill 1, 0.75, 0.5, 0.25, 0): reach 1.0, 0.8, 0.35, 0.1, 0.0;
+push 1.0, 0.95, 0.4, 0.05, 0.0.
 """
 
 from __future__ import annotations
@@ -35,12 +37,43 @@ def _unit_speed(velocity: np.ndarray, max_speed: float) -> np.ndarray:
     return (action / norm if norm > 1.0 else action).astype(np.float32)
 
 
-def _param(table: dict, key: str, task: Task, section: str, default=None):
-    if key not in table:
-        if default is None:
-            raise TaskError("missing field", path=task.toml_path, field=f"{section}.{key}")
-        return default
-    return table[key]
+def _number(task: Task, section: str, key: str, default: float | None = None) -> float:
+    """A positive number from task.toml [section] key, or a TaskError naming the field."""
+    table = getattr(task, section)
+    value = table.get(key, default)
+    if value is None:
+        raise TaskError(
+            "missing field", path=task.toml_path, field=f"{section}.{key}", expected="a number"
+        )
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise TaskError(
+            "wrong value",
+            path=task.toml_path,
+            field=f"{section}.{key}",
+            expected="a positive number",
+            found=value,
+        )
+    return float(value)
+
+
+def _range(task: Task, section: str, key: str, default: list | None = None) -> tuple[float, float]:
+    """A [low, high] pair from task.toml [section] key, 0 <= low <= high."""
+    value = getattr(task, section).get(key, default)
+    if value is None:
+        raise TaskError(
+            "missing field", path=task.toml_path, field=f"{section}.{key}", expected="[low, high]"
+        )
+    ok = isinstance(value, list) and len(value) == 2
+    ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    if not ok or not 0 <= value[0] <= value[1]:
+        raise TaskError(
+            "wrong value",
+            path=task.toml_path,
+            field=f"{section}.{key}",
+            expected="[low, high] with 0 <= low <= high",
+            found=value,
+        )
+    return float(value[0]), float(value[1])
 
 
 class TaskKind:
@@ -51,7 +84,7 @@ class TaskKind:
 
     def __init__(self, task: Task) -> None:
         self.task = task
-        self.elbow = tuple(_param(task.reset, "elbow", task, "reset", [0.6, 2.2]))
+        self.elbow = _range(task, "reset", "elbow", [0.6, 2.2])
 
     def check_scene(self, sim: MujocoSim) -> None:
         for body in self.required_bodies:
@@ -93,9 +126,9 @@ class ReachKind(TaskKind):
 
     def __init__(self, task: Task) -> None:
         super().__init__(task)
-        self.target_radius = _param(task.reset, "target_radius", task, "reset")
-        self.min_start = float(_param(task.reset, "min_start_distance", task, "reset", 0.15))
-        self.gain = float(_param(task.expert, "gain", task, "expert", 6.0))
+        self.target_radius = _range(task, "reset", "target_radius")
+        self.min_start = _number(task, "reset", "min_start_distance", 0.15)
+        self.gain = _number(task, "expert", "gain", 6.0)
 
     def reset(self, sim: MujocoSim, rng: np.random.Generator) -> None:
         for _ in range(1000):
@@ -120,16 +153,15 @@ class PushKind(TaskKind):
 
     def __init__(self, task: Task) -> None:
         super().__init__(task)
-        r, e = task.reset, task.expert
-        self.block_radius = _param(r, "block_radius", task, "reset")
-        self.goal_radius = _param(r, "goal_radius", task, "reset")
-        self.push_distance = _param(r, "push_distance", task, "reset")
-        self.min_clearance = float(_param(r, "min_clearance", task, "reset", 0.15))
-        self.contact = float(_param(e, "block_half", task, "expert")) + float(
-            _param(e, "finger_radius", task, "expert")
+        self.block_radius = _range(task, "reset", "block_radius")
+        self.goal_radius = _range(task, "reset", "goal_radius")
+        self.push_distance = _range(task, "reset", "push_distance")
+        self.min_clearance = _number(task, "reset", "min_clearance", 0.15)
+        self.contact = _number(task, "expert", "block_half") + _number(
+            task, "expert", "finger_radius"
         )
-        self.push_speed = float(_param(e, "push_speed", task, "expert", 0.5))
-        self.circle = float(_param(e, "circle_radius", task, "expert", 0.11))
+        self.push_speed = _number(task, "expert", "push_speed", 0.5)
+        self.circle = _number(task, "expert", "circle_radius", 0.11)
 
     def reset(self, sim: MujocoSim, rng: np.random.Generator) -> None:
         for _ in range(1000):
@@ -226,11 +258,12 @@ class ScriptedPolicy:
             return self._held.copy()
         lapse = 1.0 - self.skill
         draw = self.rng.random()
-        if draw < lapse:  # distracted: a random action for a few steps
+        p_random, p_hesitate = lapse**2, lapse * (1.0 - lapse)
+        if draw < p_random:  # distracted: a random action for a few steps
             self._held = self.rng.uniform(self.low, self.high).astype(np.float32)
             self._hold = int(self.rng.integers(0, 3))
             return self._held.copy()
-        if draw < 1.5 * lapse:  # hesitating: stand still for a moment
+        if draw < p_random + p_hesitate:  # hesitating: stand still for a moment
             self._held = np.zeros_like(self.low)
             self._hold = int(self.rng.integers(0, 2))
             return self._held.copy()

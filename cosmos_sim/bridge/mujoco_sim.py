@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mujoco  # noqa: I001  (cosmos_sim/__init__ sets MUJOCO_GL before this import)
+import mujoco  # importing cosmos_sim (the parent package) first has set MUJOCO_GL
 import numpy as np
 
 from cosmos_sim.bridge.experts import KINDS, ScriptedPolicy, TaskKind
@@ -256,9 +256,7 @@ class MujocoSim:
 
     def render_camera(self, name: str) -> CameraFrame:
         """RGB / depth / segmentation (as configured) with K and world_from_camera of one camera."""
-        cid = self._camera_ids.get(name)
-        if cid is None:
-            cid = self._check_cameras([name]) and self.model.camera(name).id
+        cid = self._camera_id(name)
         r, cfg = self._renderer, self.config
         r.update_scene(self.data, cid, self._scene_option)
         rgb = r.render().copy() if cfg.rgb else np.zeros((self.height, self.width, 3), np.uint8)
@@ -289,12 +287,12 @@ class MujocoSim:
 
     def intrinsics(self, name: str) -> np.ndarray:
         """(3, 3) float64 OpenCV K of camera ``name`` at the simulator's image size."""
-        fovy = float(self.model.cam_fovy[self.model.camera(name).id])
+        fovy = float(self.model.cam_fovy[self._camera_id(name)])
         return cam.intrinsics_from_fovy(fovy, self.width, self.height)
 
     def world_from_camera(self, name: str) -> np.ndarray:
         """(4, 4) float64 OpenCV camera-to-world pose of camera ``name`` now."""
-        cid = self.model.camera(name).id
+        cid = self._camera_id(name)
         return cam.world_from_camera_mujoco(self.data.cam_xpos[cid], self.data.cam_xmat[cid])
 
     def set_camera_pose(
@@ -349,6 +347,13 @@ class MujocoSim:
                 "non-finite action", field="action", expected="finite values", found=action.tolist()
             )
         return np.clip(action, space.low, space.high)
+
+    def _camera_id(self, name: str) -> int:
+        cid = self._camera_ids.get(name)
+        if cid is None:
+            self._check_cameras([name])
+            cid = self._camera_ids[name] = self.model.camera(name).id
+        return cid
 
     def _check_cameras(self, names: Sequence[str]) -> list[str]:
         known = [self.model.camera(i).name for i in range(self.model.ncam)]

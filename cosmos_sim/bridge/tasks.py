@@ -301,13 +301,13 @@ def load_task(folder: str | Path) -> Task:
 
 
 def tasks_root() -> Path:
-    """The folder holding the task folders: repo ``envs/`` or the wheel's ``cosmos_sim/_tasks``."""
+    """The folder holding the task folders: the wheel's ``cosmos_sim/_tasks`` or the repo's ``envs/``."""
     package = Path(cosmos_sim.__file__).parent
-    for root in (package.parent / "envs", package / "_tasks"):
-        if root.is_dir():
+    for root in (package / "_tasks", package.parent / "envs"):
+        if root.is_dir() and any(root.glob(f"*/{TASK_FILE}")):
             return root
     raise TaskError(
-        "no task folder found (neither envs/ beside the package nor cosmos_sim/_tasks)",
+        "no task folders found (neither cosmos_sim/_tasks nor envs/ beside the package)",
         path=package,
     )
 

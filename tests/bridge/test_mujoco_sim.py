@@ -209,6 +209,8 @@ def test_find_task_accepts_a_folder(task_copy):
         ('when = "end"', 'when = "sometimes"', "success.when"),
         ("fps = 10", "fps = 7", "control.fps"),  # does not divide the physics rate
         ("target = 6", "", "objects"),  # the target's geom maps to no object
+        ("target_radius = [0.16, 0.36]", 'target_radius = "far"', "reset.target_radius"),
+        ("gain = 6.0", "gain = -6.0", "expert.gain"),
     ],
 )
 def test_bad_task_toml_names_file_and_field(task_copy, old, new, field):
