@@ -1,0 +1,188 @@
+"""DiT world model: shapes, adaLN-Zero init, block-causality, KV cache, action conditioning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cosmos_sim.data.packing import Clip, pack_clips
+from cosmos_sim.errors import ConfigError
+from cosmos_sim.models.diffusion import DiffusionWorldModel, EDMConfig, WorldModelConfig
+from cosmos_sim.models.dit import Conditioning, DiT, DiTConfig, preset
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP spin contention on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_cfg(**kw) -> DiTConfig:
+    base = dict(latent_channels=4, dim=48, depth=2, heads=2, action_dim=3, text_vocab=64, rays=True)
+    return DiTConfig(**{**base, **kw})
+
+
+def tiny_model(seed: int = 0, randomise: bool = True, **kw) -> DiffusionWorldModel:
+    torch.manual_seed(seed)
+    m = DiffusionWorldModel(WorldModelConfig(dit=tiny_cfg(**kw), edm=EDMConfig(sigma_max=10.0)))
+    if randomise:  # zero-init makes every block the identity: break that to test the wiring
+        with torch.no_grad():
+            for p in m.parameters():
+                p.normal_(0, 0.1)
+    return m.eval()
+
+
+def grid_batch(b=2, t=3, hw=4, n_context=2, seed=0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        latents=torch.randn(b, t, 4, hw, hw, generator=g),
+        n_context=n_context,
+        actions=torch.randn(b, t, 4, 3, generator=g),
+        rays=torch.randn(b, t, 6, hw, hw, generator=g),
+        instruction_ids=torch.tensor([[5, 6, 0], [7, 0, 0]])[:b],
+    )
+
+
+def test_shapes_and_param_count():
+    m = tiny_model()
+    tb = m.token_batch(grid_batch())
+    out, hidden = m.dit(tb.tokens, torch.zeros(tb.is_context.shape), Conditioning.from_batch(tb))
+    assert out.shape == (2, 3 * 16, 4) and hidden.shape == (2, 3 * 16, 48)
+    n = sum(p.numel() for p in DiT(preset("cpu-small")).parameters())
+    assert 2e6 < n < 10e6, n
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ConfigError, match="heads"):
+        DiTConfig(dim=50, heads=4)
+    with pytest.raises(ConfigError, match="preset"):
+        preset("huge")
+    with pytest.raises(ConfigError, match="attention"):
+        DiTConfig(attention="magic")
+
+
+def test_adaln_zero_blocks_are_identity_at_init():
+    m = tiny_model(randomise=False)
+    tb = m.token_batch(grid_batch())
+    cond = Conditioning.from_batch(tb)
+    x = torch.randn_like(tb.tokens)
+    sigma = torch.full(tb.is_context.shape, 1.3)
+    out, _ = m.dit(x, sigma.log() / 4, cond)
+    assert torch.equal(out, torch.zeros_like(out))  # zero output projection
+    # every block is exactly the identity: hidden = embedded input
+    h0 = m.dit.x_embed(x)
+    lay = tb.layout
+    h0 = h0 + m.dit.row_embed[lay.token_hw[..., 0]] + m.dit.col_embed[lay.token_hw[..., 1]]
+    h0 = h0 + m.dit.view_embed(lay.frame_view.gather(1, lay.token_frame))
+    _, hidden = m.dit(x, sigma.log() / 4, cond)
+    torch.testing.assert_close(hidden, h0, rtol=0, atol=0)
+    # so the denoiser returns c_skip·x
+    d, _ = m.denoiser(x, sigma, cond)
+    c_skip = 0.5**2 / (1.3**2 + 0.5**2)
+    torch.testing.assert_close(d, c_skip * x)
+
+
+def test_block_causal_future_frames_never_change_the_past():
+    m = tiny_model()
+    batch = grid_batch(t=4)
+    tb = m.token_batch(batch)
+    cond = Conditioning.from_batch(tb)
+    sigma = torch.full(tb.is_context.shape, 0.7)
+    out, _ = m.denoiser(tb.tokens, sigma, cond)
+    per_frame = 16
+    for t in range(3):
+        x2 = tb.tokens.clone()
+        x2[:, (t + 1) * per_frame :] += torch.randn_like(x2[:, (t + 1) * per_frame :])
+        out2, _ = m.denoiser(x2, sigma, cond)
+        assert torch.equal(out2[:, : (t + 1) * per_frame], out[:, : (t + 1) * per_frame])
+        assert (out2[:, (t + 1) * per_frame :] - out[:, (t + 1) * per_frame :]).abs().max() > 1e-3
+
+
+def test_kv_cached_sampling_equals_uncached_over_two_env_steps():
+    m = tiny_model()
+    batch = grid_batch(t=4, n_context=2)
+    full = m.token_batch(batch)
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(full.tokens.shape, generator=g)
+
+    def sub(lo: int, hi: int, n_ctx: int):
+        part = {k: batch[k][:, lo:hi] for k in ("latents", "actions", "rays")}
+        time = torch.arange(lo, hi).expand(2, -1)
+        return m.token_batch(
+            dict(part, n_context=n_ctx, time=time, instruction_ids=batch["instruction_ids"])
+        )
+
+    # uncached: step 1 generates frame 2 from frames 0-1; step 2 frame 3 from 0-1 + generated 2
+    step1 = sub(0, 3, 2)
+    gen1 = m.generate(step1, noise=noise[:, : 3 * 16])
+    step2 = sub(0, 4, 3)
+    step2.tokens = torch.cat([gen1, full.tokens[:, 48:]], 1)
+    gen2 = m.generate(step2, noise=noise)
+    # cached: prefill once, sample against the cache, append each generated frame
+    cache, next_action = m.prefill(sub(0, 2, 2))
+    assert next_action.shape == (2, 4, 3)
+    f2 = sub(2, 3, 0)
+    c1 = m.generate(f2, cache=cache, noise=noise[:, 32:48])
+    f2.tokens = c1
+    m.prefill(f2, cache)
+    c2 = m.generate(sub(3, 4, 0), cache=cache, noise=noise[:, 48:64])
+    assert len(cache) == 3 * 16
+    torch.testing.assert_close(c1, gen1[:, 32:48], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(c2, gen2[:, 48:64], atol=1e-5, rtol=1e-5)
+
+
+def test_packed_documents_do_not_see_each_other():
+    m = tiny_model()
+    g = torch.Generator().manual_seed(0)
+    clips = [Clip(torch.randn(t, 4, hw, hw, generator=g), 1) for t, hw in ((3, 4), (2, 2))]
+    tb = pack_clips(clips, 1, [[0, 1]])
+    cond = Conditioning.from_batch(tb)
+    sigma = torch.full(tb.is_context.shape, 0.5)
+    out, _ = m.denoiser(tb.tokens, sigma, cond)
+    x2 = tb.tokens.clone()
+    x2[:, 48:] += 1.0  # the second document only
+    out2, _ = m.denoiser(x2, sigma, cond)
+    assert torch.equal(out[:, :48], out2[:, :48])
+
+
+def test_action_conditioning_learns_a_toy_dynamics():
+    """next frame = context frame + mean(action chunk): after training, actions steer the output."""
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(
+        dit=DiTConfig(latent_channels=2, dim=32, depth=2, heads=2, action_dim=1, action_chunk=2),
+        edm=EDMConfig(sigma_max=5.0, sigma_data=1.0),
+        p_drop_action=0.0,
+    )
+    m = DiffusionWorldModel(cfg)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+
+    def toy(b):
+        a = torch.randn(b, 2, 2, 1)
+        x0 = torch.randn(b, 1, 2, 2, 2) * 0.5
+        x1 = x0 + a[:, 1].mean((1, 2))[:, None, None, None, None]
+        return dict(latents=torch.cat([x0, x1], 1), n_context=1, actions=a)
+
+    m.eval()
+    probe = toy(64)
+    before = m.training_step(probe)[1]["loss_diffusion"]
+    m.train()
+    for _ in range(150):
+        loss, _ = m.training_step(toy(32))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    after = m.training_step(probe)[1]["loss_diffusion"]
+    assert after < 0.5 * before, (before, after)
+    # the same context, two action chunks: the sampled next frames follow the actions
+    ctx = torch.zeros(8, 1, 2, 2, 2)
+    outs = []
+    for value in (-1.0, 1.0):
+        acts = torch.full((8, 2, 2, 1), value)
+        tb = m.token_batch(dict(latents=torch.cat([ctx, ctx], 1), n_context=1, actions=acts))
+        gen = m.generate(tb, generator=torch.Generator().manual_seed(0))
+        outs.append(gen[:, 4:].mean())
+    assert outs[0] < -0.5 and outs[1] > 0.5, outs
