@@ -39,6 +39,7 @@ from cosmos_sim.errors import ActionError, CameraError, ConfigError, TaskError
 
 ARM_JOINTS = ("shoulder", "elbow")
 EE_SITE = "ee"
+ARM_STATE_NAMES = ("shoulder.pos", "elbow.pos", "shoulder.vel", "elbow.vel", "ee.x", "ee.y")
 DLS_DAMPING = 0.03  # damped-least-squares λ (m): keeps joint speeds finite near singularities
 
 
@@ -135,17 +136,12 @@ class MujocoSim:
         self._default_cam_quat = m.cam_quat.copy()
         self._default_cam_fovy = m.cam_fovy.copy()
 
-        self._renderer = _make_renderer(m, self.height, self.width)
+        self._renderer: mujoco.Renderer | None = None  # opened on the first render
         self._scene_option = mujoco.MjvOption()
         self._scene_option.sitegroup[:] = 0  # sites are markers for the code, not scene objects
         self._rng = np.random.default_rng(cfg.seed)
         self.t = 0
         self._succeeded_any = False
-        if self.cameras:
-            # Mesa's first depth read after context creation differs in the last float bits
-            # from every later one; render once so that equal seeds give bit-equal frames.
-            mujoco.mj_forward(m, self.data)
-            self.render_camera(self.cameras[0])
 
     # ----------------------------------------------------------------- properties
 
@@ -164,15 +160,7 @@ class MujocoSim:
 
     @property
     def state_names(self) -> tuple[str, ...]:
-        return (
-            tuple(f"{j}.pos" for j in ARM_JOINTS)
-            + tuple(f"{j}.vel" for j in ARM_JOINTS)
-            + (
-                "ee.x",
-                "ee.y",
-            )
-            + self.kind.state_names
-        )
+        return ARM_STATE_NAMES + self.kind.state_names
 
     @property
     def done(self) -> bool:
@@ -257,7 +245,7 @@ class MujocoSim:
     def render_camera(self, name: str) -> CameraFrame:
         """RGB / depth / segmentation (as configured) with K and world_from_camera of one camera."""
         cid = self._camera_id(name)
-        r, cfg = self._renderer, self.config
+        r, cfg = self._open_renderer(), self.config
         r.update_scene(self.data, cid, self._scene_option)
         rgb = r.render().copy() if cfg.rgb else np.zeros((self.height, self.width, 3), np.uint8)
         depth = segmentation = None
@@ -318,6 +306,22 @@ class MujocoSim:
     ) -> None:
         """Place the ``orbit`` camera on a sphere around ``lookat`` (degrees; elevation < 0 = from above)."""
         self.set_camera_pose("orbit", cam.orbit_pose(azimuth, elevation, distance, lookat))
+
+    def _open_renderer(self) -> mujoco.Renderer:
+        if self._renderer is None:
+            self._renderer = _make_renderer(self.model, self.height, self.width)
+            # Mesa's first depth read after context creation differs in the last float bits
+            # from every later one: render a throwaway frame so equal seeds give equal frames.
+            scratch = mujoco.MjData(self.model)
+            mujoco.mj_forward(self.model, scratch)
+            self._renderer.update_scene(scratch, -1, self._scene_option)
+            for mode in ("enable_depth_rendering", "enable_segmentation_rendering", None):
+                if mode:
+                    getattr(self._renderer, mode)()
+                self._renderer.render()
+                self._renderer.disable_depth_rendering()
+                self._renderer.disable_segmentation_rendering()
+        return self._renderer
 
     def close(self) -> None:
         if getattr(self, "_renderer", None) is not None:
