@@ -7,3 +7,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 __version__ = "0.1.0"
+
+from cosmos_sim.envs.registration import register_envs  # noqa: E402
+
+register_envs()

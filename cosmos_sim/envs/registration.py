@@ -1,0 +1,29 @@
+"""The one place that registers cosmos_sim's Gymnasium environments.
+
+Called on ``import cosmos_sim``; ``gym.make("cosmos_sim:cosmos_sim/Reach-v0")`` imports
+the package itself, so no explicit import is needed. (Gymnasium ≥ 1.0 no longer loads
+plugins from package entry points.)
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+NAMESPACE = "cosmos_sim"
+
+# id -> (task, frames per env step); max_episode_steps = episode length / frames per step.
+SIM_TASKS = {"Reach": ("reach", 40), "Push": ("push", 80)}
+CHUNK = 4  # actions (= frames) per env step: the tokenizer's temporal compression
+
+
+def register_envs() -> None:
+    for name, (task, episode_length) in SIM_TASKS.items():
+        env_id = f"{NAMESPACE}/{name}-v0"
+        if env_id in gym.registry:
+            continue
+        gym.register(
+            id=env_id,
+            entry_point="cosmos_sim.envs.sim_env:SimEnv",
+            kwargs={"task": task, "chunk": CHUNK},
+            max_episode_steps=episode_length // CHUNK,
+        )
