@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -551,6 +552,10 @@ class EpisodeWriter:
         self.flush_every = max(1, flush_every)
         self._buffer: list[Frame] = []
         self._written = 0
+        # Chunks are compressed and written on one background thread, so that the
+        # simulator renders the next frames meanwhile; `commit` waits for them first.
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="episode-writer")
+        self._pending: Future | None = None
         store._trim_to_committed()
 
     def __enter__(self) -> EpisodeWriter:
@@ -559,6 +564,13 @@ class EpisodeWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._written or self._buffer:
             self.discard()
+        self._io.shutdown(wait=True)
+
+    def _wait(self) -> None:
+        """Block until the background write is done; re-raise its error here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def add(self, frame: Frame) -> None:
         self._check_frame(frame)
@@ -604,6 +616,11 @@ class EpisodeWriter:
         if not self._buffer:
             return
         frames, self._buffer = self._buffer, []
+        self._wait()  # keep writes in order and at most one batch in flight
+        self._pending = self._io.submit(self._write, frames)
+        self._written += len(frames)
+
+    def _write(self, frames: list[Frame]) -> None:
         store = self.store
 
         def stack(values, key):
@@ -620,11 +637,11 @@ class EpisodeWriter:
                 store._array(key).append(
                     stack([getattr(fr.cameras[name], f) for fr in frames], key)
                 )
-        self._written += len(frames)
 
     def commit(self, *, success: bool, instruction: str = "") -> int:
         """Make the episode visible; returns its index."""
         self._flush()
+        self._wait()
         if self._written == 0:
             raise StoreError("cannot commit an empty episode", path=self.store.path)
         store = self.store
@@ -639,6 +656,10 @@ class EpisodeWriter:
     def discard(self) -> None:
         self._buffer = []
         self._written = 0
+        try:
+            self._wait()
+        except Exception:  # noqa: BLE001  the episode is being thrown away anyway
+            pass
         self.store._trim_to_committed()
 
 
