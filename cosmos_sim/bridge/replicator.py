@@ -234,7 +234,7 @@ def segmentation_ids(
     image: np.ndarray, labels: dict, class_ids: dict[str, int], path: Path
 ) -> np.ndarray:
     """A semantic/instance PNG (colourised RGBA or ids) + its labels JSON → (H, W) int32 ids."""
-    parsed = [(parse_label_key(k, path), label_name(v)) for k, v in labels.items()]
+    parsed = [(parse_label_key(str(k), path), label_name(v)) for k, v in labels.items()]
     kinds = {kind for (kind, _), _ in parsed}
     if len(kinds) > 1:
         raise FormatError("labels mix colour and id keys", path=path, field="labels")
@@ -273,6 +273,8 @@ def _pack(rgba: np.ndarray) -> np.ndarray:
 
 
 def _as_rgba(image: np.ndarray, path: Path) -> np.ndarray:
+    if image.ndim == 2 and image.dtype == np.uint32:  # colours packed as the annotator's uint32
+        return np.ascontiguousarray(image).view(np.uint8).reshape(*image.shape, 4)
     if image.ndim == 3 and image.shape[2] == 4 and image.dtype == np.uint8:
         return image[..., [2, 1, 0, 3]]  # OpenCV reads BGRA
     if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
@@ -286,12 +288,14 @@ def _as_rgba(image: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _id_image(image: np.ndarray, path: Path) -> np.ndarray:
-    if image.ndim == 2 and image.dtype in (np.uint8, np.uint16):
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2 and image.dtype.kind in "ui":  # PNG: 8/16-bit; annotator data: uint32
         return image
     if image.ndim == 3 and image.shape[2] == 4 and image.dtype == np.uint8:
         return _pack(image[..., [2, 1, 0, 3]])  # a uint32 id image stored as its RGBA bytes
     raise FormatError(
-        "id segmentation must be a single-channel 8/16-bit PNG",
+        "id segmentation must be a single-channel integer image",
         path=path,
         found=f"{image.dtype} {image.shape}",
     )
