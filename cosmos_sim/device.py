@@ -62,6 +62,20 @@ def _cpu_name() -> str:
     return name
 
 
+def _native_bf16() -> bool | None:
+    """Whether the CPU has bf16 arithmetic (AVX512-BF16 / AMX-BF16); None if unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), None
+    )
+    if flags is None:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def _cache_path() -> Path:
     key = f"{_cpu_name()}|{torch.backends.cpu.get_cpu_capability()}|{torch.get_num_threads()}"
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
@@ -69,16 +83,19 @@ def _cache_path() -> Path:
     return root / f"precision-{digest}-torch{torch.__version__.split('+')[0]}.json"
 
 
-def _time_flops(fn, flops: float, min_time: float = 0.15) -> float:
-    """FLOP/s of ``fn``: best of a few timed repeats after a warm-up call."""
+def _time_flops(fn, flops: float, calls: int = 100) -> float:
+    """Peak FLOP/s of ``fn``: the fastest of ``calls`` individually timed calls.
+
+    The machine is shared, so a mean would measure the neighbours; the fastest call is
+    the closest to what the hardware does when it is ours.
+    """
+    fn()
     fn()
     best = float("inf")
-    for _ in range(3):
-        n, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < min_time:
-            fn()
-            n += 1
-        best = min(best, elapsed / n)
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
     return flops / best
 
 
@@ -115,12 +132,17 @@ def probe_cpu(refresh: bool = False) -> dict:
         mm16, conv16 = measure_cpu(torch.bfloat16)
     except RuntimeError:  # no bf16 kernels at all
         mm16, conv16 = 0.0, 0.0
-    # bf16 must win on both the matmul and the conv (the tokenizer is convolutional).
-    use_bf16 = mm16 > 1.2 * mm32 and conv16 > 1.0 * conv32
+    native = _native_bf16()
+    if native is None:  # flags unknown: trust the timing alone
+        # bf16 must win on both the matmul and the conv (the tokenizer is convolutional).
+        use_bf16 = mm16 > 1.2 * mm32 and conv16 > 1.0 * conv32
+    else:  # flags known: a busy shared machine can blur timings, so they only veto
+        use_bf16 = native and mm16 > 0.8 * mm32 and conv16 > 0.8 * conv32
     result = {
         "dtype": "bf16" if use_bf16 else "fp32",
         "capability": torch.backends.cpu.get_cpu_capability(),
         "cpu": _cpu_name(),
+        "native_bf16": native,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "matmul_flops": {"fp32": mm32, "bf16": mm16},

@@ -43,8 +43,8 @@ class TokenizerConfig:
     kind: str = "cv"
     latent_channels: int = 16  # cv head
     fsq_levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)  # dv head: 64000 codes
-    width: int = 96  # channels at H/4
-    width_low: int = 192  # channels at H/8 (the latent resolution)
+    width: int = 128  # channels at H/4
+    width_low: int = 256  # channels at H/8 (the latent resolution)
     enc_blocks: tuple[int, int] = (1, 2)  # residual blocks at H/4, H/8
     dec_blocks: tuple[int, int] = (2, 2)  # residual blocks at H/8, H/4
 
@@ -92,7 +92,7 @@ def _preset(kind: str, **sizes) -> TokenizerConfig:
 
 
 PRESETS: dict[str, dict] = {
-    "cpu-small": dict(width=96, width_low=192, enc_blocks=(1, 2), dec_blocks=(2, 2)),
+    "cpu-small": dict(width=128, width_low=256, enc_blocks=(1, 2), dec_blocks=(2, 2)),
     "gpu": dict(width=256, width_low=512, enc_blocks=(2, 4), dec_blocks=(4, 4)),
 }
 

@@ -72,7 +72,7 @@ class TokenizerRecipe:
 
 RECIPES = {
     "cpu-small": TokenizerRecipe(
-        batch_size=16, frames=9, lr=6e-4, warmup_steps=150, steps=3000, num_workers=1
+        batch_size=8, frames=9, lr=6e-4, warmup_steps=150, steps=3000, num_workers=1
     ),
     "gpu": TokenizerRecipe(
         batch_size=32, frames=17, lr=4e-4, warmup_steps=1000, steps=100_000, num_workers=8
