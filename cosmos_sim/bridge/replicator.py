@@ -693,13 +693,19 @@ def import_replicator(
         existing = EpisodeStore.open(out)
         class_ids = {name: i for i, name in existing.spec.segmentation_labels.items()}
     source = ReplicatorSource(config, class_ids)
+    if out.exists() and source.side is not None:  # keep the store's action space (no clipping)
+        source.action_bounds = (existing.spec.action_low, existing.spec.action_high)
+    return record_new_or_append(source, out, source.num_episodes, on_episode=on_episode)
+
+
+def record_new_or_append(source, out: Path, episodes: int, *, on_episode=None) -> RecordStats:
+    """Record into a new store atomically (built beside ``out``, renamed when complete),
+    or append episode by episode to an existing one."""
     if out.exists():
-        if source.side is not None:  # keep the store's action space; actions are not clipped
-            source.action_bounds = (existing.spec.action_low, existing.spec.action_high)
-        return record(source, out, episodes=source.num_episodes, on_episode=on_episode)
+        return record(source, out, episodes=episodes, on_episode=on_episode)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     try:
-        stats = record(source, partial, episodes=source.num_episodes, on_episode=on_episode)
+        stats = record(source, partial, episodes=episodes, on_episode=on_episode)
         os.replace(partial, out)
     finally:
         if partial.exists():
