@@ -317,6 +317,130 @@ def evaluate(
         console.print(f"  {kind:<11} {path}")
 
 
+# ---------------------------------------------------------------------- import
+import_app = typer.Typer(
+    help="Import Omniverse data (Replicator folders, Isaac Lab HDF5) into a store.",
+    no_args_is_help=True,
+)
+app.add_typer(import_app, name="import")
+omniverse_app = typer.Typer(
+    help="Use cosmos_sim inside Omniverse Kit / Isaac Sim.", no_args_is_help=True
+)
+app.add_typer(omniverse_app, name="omniverse")
+
+
+def _import_bar(what: str):
+    return Progress(
+        TextColumn(f"[bold]importing {what}[/]"),
+        BarColumn(),
+        TextColumn("{task.completed} episodes · {task.fields[frames]} frames"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+@import_app.command("replicator")
+def import_replicator_command(
+    folder: Annotated[Path, typer.Argument(help="Replicator BasicWriter output folder.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Episode store (.zarr); appended to if it exists.")
+    ],
+    episode_length: Annotated[
+        int | None, typer.Option(min=1, help="Split the frames into episodes of N frames.")
+    ] = None,
+    markers: Annotated[
+        Path | None,
+        typer.Option(
+            help='Episode starts: one per line, "12" or {"start": 12, "success": true, "instruction": "…"}.'
+        ),
+    ] = None,
+    actions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Per-frame action (+ state, reward): JSON lines or .npz, one row per frame."
+        ),
+    ] = None,
+    fps: Annotated[float, typer.Option(help="Frame rate of the capture.")] = 30.0,
+    instruction: Annotated[str, typer.Option(help="Instruction stored with every episode.")] = "",
+    camera_name: Annotated[
+        str, typer.Option(help="Store camera name for a single-render-product folder.")
+    ] = "camera",
+    up_axis: Annotated[str, typer.Option(help="The stage's up axis: Z (Isaac Sim) or Y.")] = "Z",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing store.")
+    ] = False,
+) -> None:
+    """Replicator BasicWriter output (rgb, depth, segmentation, camera_params) → episode store."""
+    from cosmos_sim.bridge.replicator import ReplicatorImportConfig, import_replicator
+
+    config = ReplicatorImportConfig(
+        folder, fps, episode_length, markers, actions, instruction, camera_name, up_axis
+    )
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    with _import_bar(str(folder)) as progress:
+        bar = progress.add_task("import", total=None, frames=0)
+        stats = import_replicator(
+            config,
+            out,
+            on_episode=lambda s: progress.update(bar, completed=s.episodes, frames=s.frames),
+        )
+    console.print(
+        f"imported {stats.episodes} episodes, {stats.frames} frames from {folder} → {out}"
+    )
+
+
+@import_app.command("isaaclab")
+def import_isaaclab_command(
+    path: Annotated[Path, typer.Argument(help="Isaac Lab / robomimic demos .hdf5.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Episode store (.zarr); appended to if it exists.")
+    ],
+    fps: Annotated[
+        float | None, typer.Option(help="Frame rate (default: env_args control_freq, else 30).")
+    ] = None,
+    cameras: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated obs image keys (default: every uint8 image)."),
+    ] = None,
+    state_keys: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated low-dim obs keys for the state (default: all)."),
+    ] = None,
+    instruction: Annotated[str, typer.Option(help="Instruction stored with every episode.")] = "",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing store.")
+    ] = False,
+) -> None:
+    """Isaac Lab / robomimic HDF5 demonstrations → episode store (needs the omniverse extra)."""
+    from cosmos_sim.bridge.isaaclab import IsaacLabImportConfig, import_isaaclab
+
+    config = IsaacLabImportConfig(path, fps, _split(cameras), _split(state_keys), instruction)
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    with _import_bar(str(path)) as progress:
+        bar = progress.add_task("import", total=None, frames=0)
+        stats = import_isaaclab(
+            config,
+            out,
+            on_episode=lambda s: progress.update(bar, completed=s.episodes, frames=s.frames),
+        )
+    console.print(f"imported {stats.episodes} demos, {stats.frames} frames from {path} → {out}")
+
+
+@omniverse_app.command("path")
+def omniverse_path() -> None:
+    """Print the folder to add to Kit's extension search path (then enable 'omniverse')."""
+    from cosmos_sim.bridge.omniverse import EXTENSION_NAME, extension_search_path
+
+    print(extension_search_path())
+    err_console.print(
+        f"add it with --ext-folder (or Extension Manager → settings → search paths) and enable "
+        f"the extension '{EXTENSION_NAME}'; install cosmos-sim into Kit's Python first",
+        highlight=False,
+    )
+
+
 def main() -> None:
     """Console entry point: user mistakes become one line and exit code 2."""
     try:
