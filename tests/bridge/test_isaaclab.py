@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -166,3 +167,17 @@ def test_missing_h5py_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(MissingExtraError, match=r"cosmos-sim\[omniverse\]") as e:
         import_isaaclab(IsaacLabImportConfig(tmp_path / "x.hdf5"), tmp_path / "s.zarr")
     assert "Isaac Lab import" in str(e.value)
+
+
+def test_cli_import_isaaclab(tmp_path):
+    src = robomimic_file(tmp_path / "demos.hdf5")
+    cmd = [sys.executable, "-m", "cosmos_sim.cli", "import", "isaaclab", str(src)]
+    r = subprocess.run([*cmd, "--out", str(tmp_path / "s.zarr")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "imported 3 demos, 12 frames" in r.stdout
+    r = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "t.zarr"), "--cameras", "wrist"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "wrist" in r.stderr and "Traceback" not in r.stderr

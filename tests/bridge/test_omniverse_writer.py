@@ -223,3 +223,14 @@ def test_kit_extension_folder_and_guarded_adapter():
     with pytest.raises(ConfigError, match="inside Omniverse Kit"):
         kit.register_writer()
     assert os.path.basename(str(folder)) == "omniverse"
+
+
+def test_cli_prints_the_extension_search_path():
+    r = subprocess.run(
+        [sys.executable, "-m", "cosmos_sim.cli", "omniverse", "path"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    folder = Path(r.stdout.strip())
+    assert (folder / "omniverse" / "config" / "extension.toml").is_file()

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -401,3 +404,25 @@ def test_replicator_params_errors_name_the_field():
     no_projection = {k: v for k, v in params.items() if k != "cameraProjection"}
     k, _, _ = cams.opencv_from_replicator_params(no_projection)  # falls back on the lens fields
     assert k[0, 0] == pytest.approx(50.0) and k[0, 2] == pytest.approx((W - 1) / 2)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    cmd = [sys.executable, "-m", "cosmos_sim.cli", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_cli_import_replicator(recording, tmp_path):
+    sim, frames = recording
+    folder = write_basicwriter(tmp_path / "out", sim, frames[:6], cameras=["front", "top"])
+    r = _cli("import", "replicator", folder, "--out", tmp_path / "s.zarr", "--episode-length", 3)
+    assert r.returncode == 0, r.stderr
+    assert "imported 2 episodes, 6 frames" in r.stdout
+    assert len(EpisodeStore.open(tmp_path / "s.zarr")) == 2
+    (folder / "top" / "camera_params_0002.json").unlink()
+    r = _cli("import", "replicator", folder, "--out", tmp_path / "t.zarr")
+    assert r.returncode == 2 and "camera_params" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "t.zarr").exists()
