@@ -123,9 +123,17 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
 
 
-def gather_frames(x: Tensor, token_frame: Tensor) -> Tensor:
-    """(B, F, D) per-frame rows → (B, N, D) per-token rows."""
-    return x.gather(1, token_frame[..., None].expand(-1, -1, x.shape[-1]))
+def frame_index(token_frame: Tensor, n_frames: int) -> Tensor:
+    """(B, N) row-local frame of each token → (B·N,) index into the flattened (B·F) frames."""
+    b = token_frame.shape[0]
+    offsets = torch.arange(b, device=token_frame.device)[:, None] * n_frames
+    return (token_frame + offsets).flatten()
+
+
+def gather_frames(x: Tensor, flat_index: Tensor) -> Tensor:
+    """(B, F, D) per-frame rows → (B, N, D) per-token rows (index_select: ~10× gather on CPU)."""
+    b, _, d = x.shape
+    return x.flatten(0, 1).index_select(0, flat_index).view(b, -1, d)
 
 
 class NoiseLevelEmbedder(nn.Module):
@@ -217,14 +225,12 @@ class DiTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.norm3 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         hidden = int(cfg.mlp_ratio * d)
-        self.mlp = nn.Sequential(
-            nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d)
-        )
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
         self.ada_ln = nn.Sequential(nn.SiLU(), nn.Linear(d, 9 * d))
         self.ray_proj = nn.Linear(6 * cfg.patch_size**2, d) if cfg.rays else None
 
-    def forward(self, x, cond, token_frame, rope, masks, rays, text, cache, layer, write) -> Tensor:
-        mod = gather_frames(self.ada_ln(cond), token_frame)  # (B, N, 9D)
+    def forward(self, x, cond, frame_idx, rope, masks, rays, text, cache, layer, write) -> Tensor:
+        mod = gather_frames(self.ada_ln(cond), frame_idx)  # (B, N, 9D)
         sh1, sc1, g1, sh2, sc2, g2, sh3, sc3, g3 = mod.chunk(9, dim=-1)
         if self.ray_proj is not None and rays is not None:
             x = x + self.ray_proj(rays)
@@ -243,8 +249,8 @@ class FinalLayer(nn.Module):
         self.ada_ln = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 2 * cfg.dim))
         self.linear = nn.Linear(cfg.dim, cfg.token_dim)
 
-    def forward(self, x: Tensor, cond: Tensor, token_frame: Tensor) -> Tensor:
-        shift, scale = gather_frames(self.ada_ln(cond), token_frame).chunk(2, dim=-1)
+    def forward(self, x: Tensor, cond: Tensor, frame_idx: Tensor) -> Tensor:
+        shift, scale = gather_frames(self.ada_ln(cond), frame_idx).chunk(2, dim=-1)
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
@@ -321,6 +327,7 @@ class DiT(nn.Module):
         h = h + self.row_embed[lay.token_hw[..., 0]] + self.col_embed[lay.token_hw[..., 1]]
         h = h + self.view_embed(lay.frame_view.gather(1, lay.token_frame))
         c = self.frame_conditioning(c_noise, cond)  # (B, F, D)
+        frame_idx = frame_index(lay.token_frame, c.shape[1])  # (B·N,) token → frame row
         rope = self.rope(lay.token_positions())  # cos, sin (B, 1, N, hs/2)
         k_doc, k_time = (
             (token_doc, token_time) if cache is None else cache.keys_for(token_doc, token_time)
@@ -337,22 +344,12 @@ class DiT(nn.Module):
                 token_doc_q = token_doc
             text = self.text_embed(ids)  # (B, L, D)
             cross_mask = AttentionMask(token_doc_q, text_doc)
+        masks = (self_mask, cross_mask)
         for i, block in enumerate(self.blocks):
-            h = block(
-                h,
-                c,
-                lay.token_frame,
-                rope,
-                (self_mask, cross_mask),
-                cond.rays,
-                text,
-                cache,
-                i,
-                write_cache,
-            )
+            h = block(h, c, frame_idx, rope, masks, cond.rays, text, cache, i, write_cache)
         if cache is not None and write_cache:
             cache.commit(token_doc, token_time)
-        return self.final(h, c, lay.token_frame), h
+        return self.final(h, c, frame_idx), h
 
     def new_cache(self) -> KVCache:
         return KVCache(self.cfg.depth)

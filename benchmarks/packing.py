@@ -1,0 +1,251 @@
+"""Sequence packing vs padding to the longest clip, and the DiT's forward speed.
+
+Part 1 — the same pool of mixed clips (2–5 latent frames, 1–2 cameras folded into time,
+64×64 and 32×32 images → 8×8 / 4×4 latents), trained for one pass with the cpu-small
+world model (actions, rays, instruction): padded to the longest clip (one clip per row)
+vs packed into rows of ``SEQ_LEN`` tokens (SDPA with a dense block-diagonal mask, and
+compiled flex-attention). Targets: pad ≤ 2 %, ≥ 1.5× training samples/s; the per-clip
+loss is identical (``tests/data/test_packing.py``).
+
+Part 2 — cpu-small DiT forward over 32 × 64 tokens (32 envs, one latent frame) in fp32
+and bf16 autocast, and one env step of 5 latent frames (4 context + 1 new, 32 × 320
+tokens) without vs with the KV cache.
+
+    python -m benchmarks packing            writes results/packing.json, results/dit_speed.json
+    python -m benchmarks.packing --quick    a smaller pool, no flex-attention compile
+    python -m benchmarks.packing --threads 1
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+from benchmarks.common import print_table, write_result
+from cosmos_sim.conditioning.multiview import fold_views
+from cosmos_sim.data.packing import Clip, TokenBatch, clip_tokens, pack, pack_clips
+from cosmos_sim.models.diffusion import DiffusionWorldModel, WorldModelConfig
+from cosmos_sim.models.dit import Conditioning, preset
+
+SEQ_LEN = 1024  # packed row length (tokens); the longest clip is 640
+PAD_BATCH = 8  # clips per step when padding (8 × 640 = 5120 tokens)
+PACK_BATCH = 5  # rows per step when packing (5 × 1024 = 5120 tokens)
+
+
+def clip_pool(n: int, seed: int = 0) -> list[Clip]:
+    rng = np.random.default_rng(seed)
+    g = torch.Generator().manual_seed(seed)
+    clips = []
+    for _ in range(n):
+        t, v, hw = (
+            int(rng.integers(2, 6)),
+            int(rng.choice([1, 2])),
+            int(rng.choice([8, 4], p=[0.6, 0.4])),
+        )
+        f = fold_views(torch.randn(1, v, t, 16, hw, hw, generator=g))
+        clips.append(
+            Clip(
+                f.x[0],
+                n_context=v,
+                actions=torch.randn(t * v, 4, 3, generator=g),
+                rays=torch.randn(t * v, 6, hw, hw, generator=g),
+                time=f.time,
+                view=f.view,
+                instruction_ids=torch.randint(2, 4096, (int(rng.integers(2, 8)),), generator=g),
+            )
+        )
+    return clips
+
+
+def model(attention: str = "sdpa") -> DiffusionWorldModel:
+    torch.manual_seed(0)
+    dit = preset("cpu-small", action_dim=3, rays=True, attention=attention)
+    return DiffusionWorldModel(WorldModelConfig(dit=dit)).train()
+
+
+def train_pass(m: DiffusionWorldModel, batches: list[TokenBatch]) -> float:
+    """Seconds for forward + backward + AdamW over ``batches`` (one warm-up step first)."""
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+
+    def step(tb):
+        loss, _ = m.training_step({"packed": tb})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step(batches[0])
+    start = time.perf_counter()
+    for tb in batches:
+        step(tb)
+    return time.perf_counter() - start
+
+
+def pad_fraction(batches: list[TokenBatch]) -> float:
+    total = sum(tb.tokens.shape[0] * tb.tokens.shape[1] for tb in batches)
+    return sum(tb.n_pad_tokens for tb in batches) / total
+
+
+def packing_benchmark(n_clips: int, with_flex: bool) -> dict:
+    clips = clip_pool(n_clips)
+    longest = max(clip_tokens(c, 1) for c in clips)
+    padded = [
+        pack_clips(
+            clips[i : i + PAD_BATCH],
+            1,
+            [[j] for j in range(len(clips[i : i + PAD_BATCH]))],
+            longest,
+        )
+        for i in range(0, len(clips), PAD_BATCH)
+    ]
+    rows = pack(clips, 1, SEQ_LEN)  # one big packing, then cut into steps of PACK_BATCH rows
+    packed = [
+        _take_rows(rows, clips, r, r + PACK_BATCH)
+        for r in range(0, rows.tokens.shape[0], PACK_BATCH)
+    ]
+    modes = [("padded to longest", "sdpa", padded), ("packed", "sdpa", packed)]
+    if with_flex:
+        modes.append(("packed", "flex", packed))
+    out = {"n_clips": n_clips, "seq_len": SEQ_LEN, "longest_clip_tokens": longest, "modes": []}
+    for name, backend, batches in modes:
+        seconds = train_pass(model(backend), batches)
+        out["modes"].append(
+            {
+                "mode": name,
+                "attention": backend,
+                "steps": len(batches),
+                "tokens": sum(tb.tokens.shape[0] * tb.tokens.shape[1] for tb in batches),
+                "pad_fraction": round(pad_fraction(batches), 4),
+                "seconds": round(seconds, 2),
+                "samples_per_s": round(n_clips / seconds, 3),
+            }
+        )
+    base = out["modes"][0]["samples_per_s"]
+    for mode in out["modes"]:
+        mode["speedup_vs_padding"] = round(mode["samples_per_s"] / base, 2)
+    return out
+
+
+def _take_rows(full: TokenBatch, clips: list[Clip], lo: int, hi: int) -> TokenBatch:
+    """Rows lo..hi of a packed batch, re-packed on their own (same layout per row)."""
+    by_row: dict[int, list[int]] = {}
+    for i, s in enumerate(full.segments):
+        by_row.setdefault(s.row, []).append((s.token_start, i))
+    chosen = [[i for _, i in sorted(by_row[r])] for r in range(lo, min(hi, full.tokens.shape[0]))]
+    flat = [i for row in chosen for i in row]
+    index = {i: k for k, i in enumerate(flat)}
+    return pack_clips(
+        [clips[i] for i in flat], 1, [[index[i] for i in row] for row in chosen], SEQ_LEN
+    )
+
+
+def _median_time(fn, reps: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def dit_speed(reps: int) -> dict:
+    torch.manual_seed(0)
+    m = DiffusionWorldModel(WorldModelConfig(dit=preset("cpu-small", action_dim=3))).eval()
+    n_params = sum(p.numel() for p in m.dit.parameters())
+    b = 32
+
+    def grid(t: int, n_context: int, t0: int = 0) -> TokenBatch:
+        lat = torch.randn(b, t, 16, 8, 8)
+        acts = torch.randn(b, t, 4, 3)
+        time_ = torch.arange(t0, t0 + t).expand(b, -1)
+        return m.token_batch(dict(latents=lat, n_context=n_context, actions=acts, time=time_))
+
+    one = grid(1, 0)
+    cond1 = Conditioning.from_batch(one)
+    sigma1 = torch.ones(b, one.is_context.shape[1])
+    forward = lambda: m.denoiser(one.tokens, sigma1, cond1)  # noqa: E731
+    rows = []
+    fp32 = _median_time(forward, reps)
+
+    def forward_bf16():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            forward()
+
+    bf16 = _median_time(forward_bf16, reps)
+    rows.append(
+        {"case": "forward 32×64 tokens", "fp32_s": round(fp32, 4), "bf16_s": round(bf16, 4)}
+    )
+
+    # one env step = one denoiser call on the new frame; uncached it recomputes 4 context frames
+    full = grid(5, 4)
+    cond_full = Conditioning.from_batch(full)
+    sigma_full = torch.where(full.is_target, 1.0, 0.0)
+    uncached = lambda: m.denoiser(full.tokens, sigma_full, cond_full)  # noqa: E731
+    ctx = grid(4, 4)
+    cache, _ = m.prefill(ctx)
+    new = grid(1, 0, t0=4)
+    cond_new = Conditioning.from_batch(new)
+    cached = lambda: m.denoiser(new.tokens, sigma1, cond_new, cache=cache)  # noqa: E731
+    prefill = lambda: m.prefill(ctx)  # noqa: E731
+    for name, fn in (
+        ("5 frames (32×320 tokens), no cache", uncached),
+        ("1 new frame + cache of 4", cached),
+        ("prefill 4 context frames", prefill),
+    ):
+        t32 = _median_time(fn, reps)
+
+        def in_bf16(fn=fn):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                fn()
+
+        rows.append(
+            {"case": name, "fp32_s": round(t32, 4), "bf16_s": round(_median_time(in_bf16, reps), 4)}
+        )
+    return {"params": n_params, "batch": b, "tokens_per_frame": 64, "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    quick = "--quick" in argv
+    if "--threads" in argv:  # on a shared machine, 1 thread avoids OpenMP spin contention
+        torch.set_num_threads(int(argv[argv.index("--threads") + 1]))
+    load = os.getloadavg()[0]
+    speed = dit_speed(reps=3 if quick else 5)
+    speed["load_average_1min"] = round(load, 2)
+    print_table(
+        f"cpu-small DiT ({speed['params'] / 1e6:.1f} M params), batch 32, seconds per forward",
+        ["case", "fp32 s", "bf16 s"],
+        [[r["case"], r["fp32_s"], r["bf16_s"]] for r in speed["rows"]],
+    )
+    print("wrote", write_result("dit_speed", speed))
+    result = packing_benchmark(16 if quick else 48, with_flex=not quick)
+    result["load_average_1min"] = round(os.getloadavg()[0], 2)
+    result["targets"] = {"pad_fraction_max": 0.02, "speedup_min": 1.5}
+    print_table(
+        f"packing vs padding: {result['n_clips']} clips, one training pass (cpu-small)",
+        ["mode", "attention", "steps", "tokens", "pad", "s", "samples/s", "× padding"],
+        [
+            [
+                m["mode"],
+                m["attention"],
+                m["steps"],
+                m["tokens"],
+                m["pad_fraction"],
+                m["seconds"],
+                m["samples_per_s"],
+                m["speedup_vs_padding"],
+            ]
+            for m in result["modes"]
+        ],
+    )
+    print("wrote", write_result("packing", result))
+
+
+if __name__ == "__main__":
+    main()
