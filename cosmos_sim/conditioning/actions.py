@@ -84,6 +84,20 @@ class ActionStats:
             actions.mean(0).astype(np.float32), actions.std(0).astype(np.float32), len(actions)
         )
 
+    @classmethod
+    def from_store(cls, *stores) -> ActionStats:
+        """Statistics over every complete episode of one or more episode stores."""
+        chunks = [
+            store.read_window(i, 0, store.episode_length(i), cameras=[], fields=("action",))[
+                "action"
+            ]
+            for store in stores
+            for i in range(len(store))
+        ]
+        if not chunks:
+            raise ActionError("no episodes to compute action statistics from", field="action")
+        return cls.from_actions(np.concatenate(chunks), field="action")
+
     def normalize(self, actions):
         """(..., A) → (..., A) zero-mean, unit-variance per dimension (numpy or torch)."""
         check_actions(actions, self.action_dim)

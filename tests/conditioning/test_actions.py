@@ -84,3 +84,15 @@ def test_world_model_refuses_actions_of_the_wrong_dimension():
     batch["actions"] = torch.full((1, 2, 4, 3), float("inf"))
     with pytest.raises(ActionError, match="non-finite"):
         m.training_step(batch)
+
+
+def test_stats_from_a_store(tmp_path):
+    from factories import synthetic_store
+
+    store = synthetic_store(tmp_path / "s.zarr", lengths=(9, 13))
+    stats = ActionStats.from_store(store)
+    # synthetic actions are episode + t / 100 in every dimension
+    values = np.concatenate([np.arange(9) / 100, 1 + np.arange(13) / 100])
+    np.testing.assert_allclose(stats.mean, np.full(3, values.mean()), rtol=1e-5)
+    np.testing.assert_allclose(stats.std, np.full(3, values.std()), rtol=1e-4)
+    assert stats.count == 22

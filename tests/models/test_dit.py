@@ -186,3 +186,42 @@ def test_action_conditioning_learns_a_toy_dynamics():
         gen = m.generate(tb, generator=torch.Generator().manual_seed(0))
         outs.append(gen[:, 4:].mean())
     assert outs[0] < -0.5 and outs[1] > 0.5, outs
+
+
+def test_instruction_cross_attention_and_its_guidance_drop():
+    from dataclasses import replace
+
+    from cosmos_sim.models.dit import hash_instruction
+
+    ids = hash_instruction("Push the block LEFT.", 64)
+    assert ids.tolist() == hash_instruction("push the block left", 64).tolist()
+    assert ids.min() >= 2 and ids.max() < 64
+    m = tiny_model()
+    batch = grid_batch()
+    tb = m.token_batch(batch)
+    sigma = torch.full(tb.is_context.shape, 0.5)
+    cond = Conditioning.from_batch(tb)
+    out, _ = m.denoiser(tb.tokens, sigma, cond)
+    other = m.token_batch(dict(batch, instruction_ids=torch.tensor([[9, 3, 0], [4, 0, 0]])))
+    out_other, _ = m.denoiser(tb.tokens, sigma, Conditioning.from_batch(other))
+    assert (out - out_other).abs().max() > 1e-4  # the instruction reaches the output
+    # dropping the instruction (guidance) == no instruction at all (only the null word)
+    dropped, _ = m.denoiser(tb.tokens, sigma, m.unconditional(cond))
+    none, _ = m.denoiser(tb.tokens, sigma, replace(m.unconditional(cond), instruction_ids=None))
+    torch.testing.assert_close(dropped, none, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_keeps_a_sliding_window_of_frames():
+    m = tiny_model()
+    batch = grid_batch(t=3, n_context=3)
+    cache, _ = m.prefill(m.token_batch(batch))
+    assert len(cache) == 3 * 16
+    cache.keep_last(2)
+    assert len(cache) == 2 * 16 and sorted(set(cache.block[0].tolist())) == [1, 2]
+    assert all(k.shape[2] == 32 for k in cache.k)
+    nxt = {k: batch[k][:, :1] for k in ("latents", "actions", "rays")}
+    target = m.token_batch(
+        dict(nxt, n_context=0, time=torch.full((2, 1), 3), instruction_ids=batch["instruction_ids"])
+    )
+    out = m.generate(target, cache=cache)
+    assert out.shape == (2, 16, 4) and torch.isfinite(out).all()
