@@ -21,6 +21,16 @@ from typing import TYPE_CHECKING
 import mujoco
 import numpy as np
 
+from cosmos_sim.bridge.camera_motion import (
+    CAMERA_ACTION_NAMES,
+    CAMERA_DIM,
+    ORBIT_STATE_NAMES,
+    CameraExpert,
+    CameraMotion,
+    CameraNavPolicy,
+    OrbitState,
+    SmoothRandomCamera,
+)
 from cosmos_sim.bridge.tasks import ActionSpec, Task
 from cosmos_sim.errors import ConfigError, TaskError
 
@@ -105,6 +115,26 @@ class TaskKind:
 
     def expert(self, obs: dict) -> np.ndarray:
         raise NotImplementedError
+
+    # Hooks with the plain-arm behaviour; CameraNavKind overrides them.
+
+    def success_sites(self) -> tuple[str, ...]:
+        """Sites the success rule needs in the scene."""
+        return (self.task.success.point, self.task.success.region)
+
+    def goal_distance(self, sim: MujocoSim) -> float:
+        """Distance (m) from site ``[success] point`` to site ``region`` on the rule's axes."""
+        rule = self.task.success
+        delta = sim.data.site(rule.point).xpos - sim.data.site(rule.region).xpos
+        return float(np.linalg.norm(delta[: len(rule.axes)]))
+
+    def apply_action(self, sim: MujocoSim, action: np.ndarray) -> np.ndarray:
+        """Apply any non-arm action parts; return the arm's end-effector velocity action."""
+        return action
+
+    def policy(self, skill: float, seed: int = 0):
+        """The scripted policy ``make_expert`` returns: this expert degraded by ``skill``."""
+        return ScriptedPolicy(self, self.task.action, skill=skill, seed=seed)
 
     def _random_arm(self, sim: MujocoSim, rng: np.random.Generator) -> np.ndarray:
         """Random arm pose (elbow bent either way); returns the end effector's xy."""
@@ -228,7 +258,138 @@ def _segment_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a + s * ab))
 
 
-KINDS: dict[str, type[TaskKind]] = {"reach": ReachKind, "push": PushKind}
+class CameraNavKind(TaskKind):
+    """An arm task watched by a camera that the camera actions move (``[camera]``, camera_motion).
+
+    Action ``[cam_yaw, cam_pitch, cam_dolly, *arm action]``: the camera part moves camera
+    ``[camera] camera`` (the orbit camera) before the physics step, the rest drives the arm
+    of kind ``[camera] arm`` (default push, parametrised by the same [reset]/[expert]).
+    Success: the centre of the body carrying site ``[success] point`` lies within
+    ``radius`` radians of the optical axis of camera ``[success] region`` — i.e. it projects
+    within ``f · tan(radius)`` pixels of the principal point.
+    """
+
+    def __init__(self, task: Task) -> None:
+        super().__init__(task)
+        path, arm = task.toml_path, task.camera.get("arm", "push")
+        if arm not in KINDS or KINDS[arm] is CameraNavKind:
+            arms = [k for k, v in KINDS.items() if v is not CameraNavKind]
+            raise TaskError(
+                "unknown arm kind", path=path, field="camera.arm", expected=arms, found=arm
+            )
+        self.arm = KINDS[arm](task)
+        self.motion = CameraMotion.from_task(task)
+        a = task.action
+        if a.names[:CAMERA_DIM] != CAMERA_ACTION_NAMES or a.dim == CAMERA_DIM:
+            raise TaskError(
+                "a camera-nav action starts with the camera actions, then the arm's",
+                path=path,
+                field="action.names",
+                expected=f"{list(CAMERA_ACTION_NAMES)} + the arm's names",
+                found=list(a.names),
+            )
+        if a.low[:CAMERA_DIM] != (-1.0,) * CAMERA_DIM or a.high[:CAMERA_DIM] != (1.0,) * CAMERA_DIM:
+            raise TaskError(
+                "camera actions are normalised",
+                path=path,
+                field="action.low/high",
+                expected="-1 and 1 for the camera dimensions",
+                found=[list(a.low[:CAMERA_DIM]), list(a.high[:CAMERA_DIM])],
+            )
+        if task.success.region != self.motion.camera:
+            raise TaskError(
+                "the success region of a camera-nav task is the moving camera",
+                path=path,
+                field="success.region",
+                expected=self.motion.camera,
+                found=task.success.region,
+            )
+        self.camera_action = ActionSpec(
+            a.names[:CAMERA_DIM], a.low[:CAMERA_DIM], a.high[:CAMERA_DIM]
+        )
+        self.arm_action = ActionSpec(a.names[CAMERA_DIM:], a.low[CAMERA_DIM:], a.high[CAMERA_DIM:])
+        target_names = tuple(f"camera_target.{c}" for c in "xyz")
+        self.state_names = self.arm.state_names + ORBIT_STATE_NAMES + target_names
+        self.required_bodies = self.arm.required_bodies
+        self.orbit: OrbitState | None = None  # set by reset, moved by apply_action
+
+    def check_scene(self, sim: MujocoSim) -> None:
+        self.arm.check_scene(sim)
+        m, name = sim.model, self.motion.camera
+        cid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, name)
+        if (
+            cid < 0
+            or m.cam_bodyid[cid] != 0
+            or m.cam_mode[cid] != mujoco.mjtCamLight.mjCAMLIGHT_FIXED
+        ):
+            raise TaskError(
+                "the moving camera must be a fixed camera on the world body",
+                path=self.task.scene_path,
+                field="camera.camera",
+                found=name,
+            )
+
+    def success_sites(self) -> tuple[str, ...]:
+        return (self.task.success.point,)
+
+    def reset(self, sim: MujocoSim, rng: np.random.Generator) -> None:
+        self.arm.reset(sim, rng)
+        self.orbit = self.motion.sample_start(rng)
+        sim.set_camera_pose(self.motion.camera, self.motion.pose(self.orbit))
+
+    def apply_action(self, sim: MujocoSim, action: np.ndarray) -> np.ndarray:
+        self.orbit = self.motion.step(self.orbit, action[:CAMERA_DIM])
+        sim.set_camera_pose(self.motion.camera, self.motion.pose(self.orbit))
+        return action[CAMERA_DIM:]
+
+    def target(self, sim: MujocoSim) -> np.ndarray:
+        """(3,) world centre of the body the camera should centre."""
+        body = sim.model.site(self.task.success.point).bodyid[0]
+        return sim.data.xpos[body].copy()
+
+    def goal_distance(self, sim: MujocoSim) -> float:
+        """Angle (rad) between the camera's optical axis and the ray to the target."""
+        pose = sim.world_from_camera(self.motion.camera)
+        x, y, z = pose[:3, :3].T @ (self.target(sim) - pose[:3, 3])  # OpenCV camera frame
+        return float(np.arctan2(np.hypot(x, y), z))
+
+    def _orbit(self) -> np.ndarray:
+        return np.full(3, np.nan) if self.orbit is None else self.orbit.as_array()
+
+    def state(self, sim: MujocoSim) -> np.ndarray:
+        return np.concatenate([self.arm.state(sim), self._orbit(), self.target(sim)])
+
+    def points(self, sim: MujocoSim) -> dict[str, np.ndarray]:
+        return {**self.arm.points(sim), "orbit": self._orbit(), "camera_target": self.target(sim)}
+
+    def expert(self, obs: dict) -> np.ndarray:
+        """The camera expert and the arm expert side by side."""
+        return np.concatenate([CameraExpert(self.motion).expert(obs), self.arm.expert(obs)])
+
+    def policy(self, skill: float, seed: int = 0) -> CameraNavPolicy:
+        """The recording policy: smooth random camera actions, the arm expert at ``skill``."""
+        policy = CameraNavPolicy(
+            SmoothRandomCamera(self.motion, self.task.fps),
+            ScriptedPolicy(self.arm, self.arm_action, skill=skill),
+        )
+        policy.reset(seed)
+        return policy
+
+    def camera_expert(self, skill: float, seed: int = 0, arm_skill: float = 1.0) -> CameraNavPolicy:
+        """The centring camera expert at ``skill`` with the arm expert at ``arm_skill``."""
+        policy = CameraNavPolicy(
+            ScriptedPolicy(CameraExpert(self.motion), self.camera_action, skill=skill),
+            ScriptedPolicy(self.arm, self.arm_action, skill=arm_skill),
+        )
+        policy.reset(seed)
+        return policy
+
+
+KINDS: dict[str, type[TaskKind]] = {
+    "reach": ReachKind,
+    "push": PushKind,
+    "cameranav": CameraNavKind,
+}
 
 
 class ScriptedPolicy:

@@ -195,7 +195,7 @@ class MujocoSim:
 
     def step(self, action: np.ndarray) -> float:
         """Apply one normalised end-effector velocity action for 1/fps seconds; returns the reward."""
-        action = self._check_action(action)
+        action = self.kind.apply_action(self, self._check_action(action))  # e.g. camera actions
         velocity = action.astype(np.float64) * self.task.max_speed  # (2,) m/s on the table plane
         m, d = self.model, self.data
         jac = np.zeros((3, m.nv))
@@ -233,9 +233,8 @@ class MujocoSim:
         return obs
 
     def goal_distance(self) -> float:
-        rule = self.task.success
-        delta = self.data.site(rule.point).xpos - self.data.site(rule.region).xpos
-        return float(np.linalg.norm(delta[: len(rule.axes)]))
+        """The task kind's distance to success (metres between sites; radians for cameranav)."""
+        return self.kind.goal_distance(self)
 
     def goal_reached(self) -> bool:
         return self.goal_distance() <= self.task.success.radius
@@ -374,7 +373,7 @@ class MujocoSim:
         m, path = self.model, self.task.scene_path
         names = {
             mujoco.mjtObj.mjOBJ_JOINT: ARM_JOINTS,
-            mujoco.mjtObj.mjOBJ_SITE: (EE_SITE, self.task.success.point, self.task.success.region),
+            mujoco.mjtObj.mjOBJ_SITE: (EE_SITE, *self.kind.success_sites()),
             mujoco.mjtObj.mjOBJ_ACTUATOR: ARM_JOINTS,
         }
         for obj, wanted in names.items():
@@ -453,6 +452,10 @@ def record_episode(sim: MujocoSim, policy: Policy, seed: int) -> Episode:
 
 
 def make_expert(task: str | Path | Task, skill: float = 1.0, seed: int = 0) -> ScriptedPolicy:
-    """The task's scripted expert degraded by ``skill`` ∈ [0, 1] (1 = expert, 0 = uniform random)."""
+    """The task's scripted expert degraded by ``skill`` ∈ [0, 1] (1 = expert, 0 = uniform random).
+
+    For a camera-nav task: the recording policy (smooth random camera actions, the arm's
+    expert at ``skill``); its camera expert is ``KINDS["cameranav"](task).camera_expert``.
+    """
     task = task if isinstance(task, Task) else find_task(task)
-    return ScriptedPolicy(KINDS[task.kind](task), task.action, skill=skill, seed=seed)
+    return KINDS[task.kind](task).policy(skill=skill, seed=seed)

@@ -24,7 +24,7 @@ import cosmos_sim
 from cosmos_sim.errors import TaskError
 
 TASK_FILE = "task.toml"
-TASK_KINDS = ("reach", "push")  # each kind has a reset sampler and a scripted expert
+TASK_KINDS = ("reach", "push", "cameranav")  # each kind has a reset sampler and a scripted expert
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ class Task:
     objects: dict[str, int]
     reset: dict[str, Any] = field(default_factory=dict)
     expert: dict[str, Any] = field(default_factory=dict)
+    camera: dict[str, Any] = field(default_factory=dict)  # [camera]: camera actions (cameranav)
 
     @property
     def scene_path(self) -> Path:
@@ -297,6 +298,7 @@ def load_task(folder: str | Path) -> Task:
         objects=object_ids,
         reset=top.get("reset", dict, {}),
         expert=top.get("expert", dict, {}),
+        camera=top.get("camera", dict, {}),
     )
 
 

@@ -12,7 +12,9 @@ import gymnasium as gym
 NAMESPACE = "cosmos_sim"
 
 # id -> (task, frames per env step); max_episode_steps = episode length / frames per step.
-SIM_TASKS = {"Reach": ("reach", 40), "Push": ("push", 80)}
+SIM_TASKS = {"Reach": ("reach", 40), "Push": ("push", 80), "CameraNav": ("cameranav", 64)}
+# Envs whose class is not the plain SimEnv (a subclass keeping its chunked contract).
+ENTRY_POINTS = {"CameraNav": "cosmos_sim.envs.camera_nav_env:CameraNavEnv"}
 CHUNK = 4  # actions (= frames) per env step: the tokenizer's temporal compression
 
 
@@ -23,7 +25,7 @@ def register_envs() -> None:
             continue
         gym.register(
             id=env_id,
-            entry_point="cosmos_sim.envs.sim_env:SimEnv",
+            entry_point=ENTRY_POINTS.get(name, "cosmos_sim.envs.sim_env:SimEnv"),
             kwargs={"task": task, "chunk": CHUNK},
             max_episode_steps=episode_length // CHUNK,
         )

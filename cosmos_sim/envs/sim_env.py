@@ -98,6 +98,7 @@ class SimEnv(gym.Env):
         super().reset(seed=seed)
         # A seed fixes the episode; without one, draw the next from the env's own RNG.
         episode_seed = seed if seed is not None else int(self.np_random.integers(2**31))
+        self.episode_seed = episode_seed  # subclasses seed their own parts with it
         frame = self.sim.reset(seed=episode_seed)
         self._last = self._observation(frame)
         self._needs_reset = False
@@ -127,7 +128,7 @@ class SimEnv(gym.Env):
             )
         reward, frames = 0.0, {name: [] for name in self.sim.cameras}
         for a in action:
-            reward += self.sim.step(a)
+            reward += self.sim.step(self._sim_action(a))
             frame = self.sim.observe()
             for name in self.sim.cameras:
                 frames[name].append(frame.cameras[name].rgb)
@@ -139,6 +140,10 @@ class SimEnv(gym.Env):
         self._needs_reset = terminated or truncated
         stacked = {name: np.stack(f) for name, f in frames.items()}
         return self._last, float(reward), bool(terminated), bool(truncated), self._info(stacked)
+
+    def _sim_action(self, action: np.ndarray) -> np.ndarray:
+        """One env action (A,) → the simulator's action (identity here; CameraNavEnv adds the arm's)."""
+        return action
 
     def render(self):
         if self.render_mode != "rgb_array" or not self._last:
