@@ -428,6 +428,31 @@ def import_isaaclab_command(
     console.print(f"imported {stats.episodes} demos, {stats.frames} frames from {path} → {out}")
 
 
+@app.command("import-asset")
+def import_asset_command(
+    mesh: Annotated[Path, typer.Argument(help="Mesh file: .glb, .gltf, .obj, .stl or .ply.")],
+    task: Annotated[str, typer.Option(help="Task to copy: reach, push, … or a task folder.")],
+    replace: Annotated[
+        str, typer.Option(help="Body whose geometry the mesh replaces, e.g. block.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="New task folder (default: ./<task>_<mesh>).")
+    ] = None,
+    scale: Annotated[
+        float | None, typer.Option(help="Mesh scale (default: fit the replaced geometry).")
+    ] = None,
+    up_axis: Annotated[
+        str | None, typer.Option(help="The mesh's up axis, Y or Z (default: Y for glTF, else Z).")
+    ] = None,
+) -> None:
+    """A mesh asset into a copy of a task: visual mesh with texture, convex-hull collisions."""
+    from cosmos_sim.bridge.assets import AssetImportConfig, import_asset
+
+    out = out or Path(f"{Path(str(task)).name}_{mesh.stem}")
+    folder = import_asset(AssetImportConfig(mesh, task, replace, out, scale, up_axis))
+    console.print(f"wrote task {folder}; record with: cosmos-sim record --task {folder}")
+
+
 @omniverse_app.command("path")
 def omniverse_path() -> None:
     """Print the folder to add to Kit's extension search path (then enable 'omniverse')."""
