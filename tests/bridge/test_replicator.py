@@ -255,6 +255,48 @@ def test_npz_actions_and_append_keeps_label_ids(recording, tmp_path):
     assert store.spec.state_dim == 0
 
 
+def test_distance_to_camera_and_instance_segmentation_fallbacks(recording, tmp_path):
+    """Without distance_to_image_plane / semantic files, the Euclidean and instance forms are used."""
+    sim, frames = recording
+    folder = write_basicwriter(
+        tmp_path / "out", sim, frames[:2], cameras=["orbit"], layout="single"
+    )
+    k = sim.intrinsics("orbit")
+    for t in range(2):
+        plane = folder / f"distance_to_image_plane_{t:04d}.npy"
+        v, u = np.mgrid[0:H, 0:W]
+        ray = np.sqrt(((u - k[0, 2]) / k[0, 0]) ** 2 + ((v - k[1, 2]) / k[1, 1]) ** 2 + 1)
+        np.save(
+            folder / f"distance_to_camera_{t:04d}.npy", (np.load(plane) * ray).astype(np.float32)
+        )
+        plane.unlink()
+        labels = json.loads((folder / f"semantic_segmentation_labels_{t:04d}.json").read_text())
+        mapping = {key: f"/World/{value['class']}" for key, value in labels.items()}
+        mapping = {
+            key: "BACKGROUND" if value == "/World/BACKGROUND" else value
+            for key, value in mapping.items()
+        }
+        (folder / f"instance_segmentation_mapping_{t:04d}.json").write_text(json.dumps(mapping))
+        (folder / f"semantic_segmentation_{t:04d}.png").rename(
+            folder / f"instance_segmentation_{t:04d}.png"
+        )
+        (folder / f"semantic_segmentation_labels_{t:04d}.json").unlink()
+    import_replicator(ReplicatorImportConfig(folder), tmp_path / "s.zarr")
+    store = EpisodeStore.open(tmp_path / "s.zarr")
+    cam = store.read_episode(0).cameras["camera"]
+    original = frames[1].cameras["orbit"]
+    finite = np.isfinite(original.depth)
+    assert np.allclose(cam.depth[1][finite], original.depth[finite], rtol=1e-5)
+    assert np.isinf(cam.depth[1][~finite]).all()
+    labels = store.spec.segmentation_labels
+    assert "/World/floor" in labels.values()
+    names = np.vectorize(lambda i: labels.get(i, "-"))(cam.segmentation[1])
+    expected = np.vectorize(lambda i: f"/World/{sim.label_map[i]}" if i >= 0 else "-")(
+        original.segmentation
+    )
+    assert np.array_equal(names, expected)
+
+
 def test_camera_params_missing_means_unknown_intrinsics(recording, tmp_path):
     sim, frames = recording
     folder = write_basicwriter(tmp_path / "out", sim, frames[:2], cameras=["top"], layout="single")
