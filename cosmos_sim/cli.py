@@ -317,6 +317,57 @@ def evaluate(
         console.print(f"  {kind:<11} {path}")
 
 
+@train_app.command("tokenizer")
+def train_tokenizer_cmd(
+    data: Annotated[list[Path], typer.Option("--data", help="Episode store(s) (.zarr), repeatable.")],
+    kind: Annotated[str, typer.Option(help="cv (continuous latents) or dv (FSQ tokens).")] = "cv",
+    preset: Annotated[str, typer.Option(help="cpu-small or gpu.")] = "cpu-small",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory (default runs/tokenizer-KIND).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Default: the preset's.")] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="Write the EMA weights as a model directory when done.")
+    ] = None,
+    no_resume: Annotated[bool, typer.Option("--no-resume", help="Refuse an existing run.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="2 steps, batch 2.")] = False,
+) -> None:
+    """Train a causal video tokenizer (resumes from the run directory's newest checkpoint)."""
+    from cosmos_sim.training.tokenizer_task import export_tokenizer, train_tokenizer
+
+    out = out or Path("runs") / f"tokenizer-{kind}{'-dry' if dry_run else ''}"
+    summary = train_tokenizer(
+        data,
+        kind,
+        preset,
+        out,
+        steps=2 if dry_run else steps,
+        resume=not no_resume,
+        batch_size=2 if dry_run else None,
+    )
+    console.print(
+        f"step {summary['step']}  loss {summary['loss']:.4f}  PSNR {summary.get('psnr', 0):.2f} dB  "
+        f"{summary['samples_per_s']:.1f} samples/s  MFU {100 * summary['mfu']:.0f}%  → {out}"
+    )
+    if export is not None:
+        console.print(f"exported {export_tokenizer(out, export)}")
+
+
+@app.command()
+def tokenize(
+    store: Annotated[Path, typer.Argument(help="Episode store (.zarr) to add a latent cache to.")],
+    model: Annotated[Path, typer.Option(help="Tokenizer model directory, e.g. models/tokenizer-cv-4x8x8.")],
+) -> None:
+    """Encode every episode × camera into STORE/latents/<weights hash>/ (reused until the model changes)."""
+    from cosmos_sim.training.tokenizer_task import tokenize_store
+
+    attrs = tokenize_store(store, model)
+    console.print(
+        f"{store}/latents/{attrs['weights_hash']}: {attrs['episodes']} episodes × "
+        f"{len(attrs['cameras'])} cameras ({attrs['kind']})"
+    )
+
+
 # ---------------------------------------------------------------------- import
 import_app = typer.Typer(
     help="Import Omniverse data (Replicator folders, Isaac Lab HDF5) into a store.",

@@ -166,3 +166,38 @@ def test_zoo_truncated_weights_name_the_file(tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ModelError, match="weights.safetensors"):
         zoo.load_model(path)
+
+
+def test_latent_cache_is_written_and_invalidated_when_weights_change(tmp_path):
+    from factories import synthetic_store
+
+    from cosmos_sim.data.store import EpisodeStore
+    from cosmos_sim.training.tokenizer_task import tokenize_store
+
+    synthetic_store(tmp_path / "s.zarr", lengths=(9, 14))
+    for kind, array in (("cv", "latents"), ("dv", "codes")):
+        model = tiny(kind)
+        model_dir = zoo.save_model(
+            tmp_path / kind, "tokenizer", model.cfg.to_dict(), model.state_dict()
+        )
+        first = tokenize_store(tmp_path / "s.zarr", model_dir)
+        group = EpisodeStore.open(tmp_path / "s.zarr").group["latents"][first["weights_hash"]]
+        cached = group["front"][array]
+        assert cached.shape[:2] == (2, 4) and list(group["front"]["frames"][:]) == [9, 13]
+        loaded = zoo.load_model(model_dir).module
+        video = EpisodeStore.open(tmp_path / "s.zarr").read_window(1, 0, 13, cameras=["front"])[
+            "rgb"
+        ]["front"]
+        with torch.no_grad():
+            expected = loaded.encode(
+                torch.from_numpy(video).permute(0, 3, 1, 2)[None].float() / 127.5 - 1
+            )[0]
+        got = torch.from_numpy(cached[1, :4].astype("float32" if kind == "cv" else "int64"))
+        assert torch.allclose(got.to(expected.dtype), expected, atol=1e-2)
+        # a retrained model (new weights) in the same directory replaces the stale cache
+        model.decoder.head.bias.data += 1
+        zoo.save_model(model_dir, "tokenizer", model.cfg.to_dict(), model.state_dict())
+        second = tokenize_store(tmp_path / "s.zarr", model_dir)
+        keys = set(EpisodeStore.open(tmp_path / "s.zarr").group["latents"].group_keys())
+        assert second["weights_hash"] != first["weights_hash"]
+        assert second["weights_hash"] in keys and first["weights_hash"] not in keys
