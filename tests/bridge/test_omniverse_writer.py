@@ -78,8 +78,9 @@ def frame_data(t: int, layout: str, **kw) -> dict:
                 out["annotators"].setdefault(a, {})[rp] = v
         return out
     data = {}  # legacy, several render products: "<annotator>-<rp>"
+    suffix = "_0f3a" if layout == "legacy_suffixed" else ""  # annotators made with init params
     for rp, annos in per_rp.items():
-        data.update({f"{a}-{rp}": v for a, v in annos.items()})
+        data.update({f"{a}{suffix}-{rp}": v for a, v in annos.items()})
         data[f"rp_{rp}"] = {"camera": "/World/cam", "resolution": (W, H)}
     return data
 
@@ -102,7 +103,7 @@ def make_core(out: Path, **kw) -> CosmosSimWriterCore:
     return CosmosSimWriterCore(config, callback)
 
 
-@pytest.mark.parametrize("layout", ["renderProduct", "annotator", "legacy"])
+@pytest.mark.parametrize("layout", ["renderProduct", "annotator", "legacy", "legacy_suffixed"])
 def test_core_writes_episodes_with_cameras_depth_and_labels(tmp_path, layout):
     out = tmp_path / "s.zarr"
     core = make_core(out, classes=["table"])

@@ -293,8 +293,19 @@ class CosmosSimWriterCore:
 
 
 def _payload(value):
-    """Annotator outputs come bare or as {"data": array, "info": {...}}."""
-    return value["data"] if isinstance(value, dict) and "data" in value else value
+    """Annotator outputs come bare or as {"data": array, "info": {...}}; warp/torch → numpy."""
+    value = value["data"] if isinstance(value, dict) and "data" in value else value
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+        value = value.cpu().numpy() if hasattr(value, "cpu") else value.numpy()
+    return value
+
+
+def _annotator_of(key: str) -> str | None:
+    """'rgb', 'rgb_0ab3…' (an annotator with init params) → 'rgb'; unknown → None."""
+    for name in sorted(ANNOTATORS, key=len, reverse=True):
+        if key == name or key.startswith(name + "_"):
+            return name
+    return None
 
 
 def _camera_name(render_product: str) -> str:
@@ -306,13 +317,14 @@ def split_render_products(data: dict) -> dict[str, dict]:
     """Any of Replicator's data layouts → {render product: {annotator: value}}."""
     if "renderProducts" in data:
         return {
-            rp: {a: v for a, v in annos.items() if a in ANNOTATORS}
+            rp: {_annotator_of(a): v for a, v in annos.items() if _annotator_of(a)}
             for rp, annos in data["renderProducts"].items()
         }
     if "annotators" in data:
         out: dict[str, dict] = {}
-        for anno, per_rp in data["annotators"].items():
-            if anno in ANNOTATORS:
+        for key, per_rp in data["annotators"].items():
+            anno = _annotator_of(key)
+            if anno is not None:
                 for rp, value in per_rp.items():
                     out.setdefault(rp, {})[anno] = value
         return out
@@ -320,7 +332,8 @@ def split_render_products(data: dict) -> dict[str, dict]:
     single = rp_names[0] if len(rp_names) == 1 else "camera"
     out = {}
     for key, value in data.items():
-        anno, _, rp = key.rpartition("-") if "-" in key else (key, "", single)
-        if anno in ANNOTATORS:
+        base, _, rp = key.rpartition("-") if "-" in key else (key, "", single)
+        anno = _annotator_of(base)
+        if anno is not None:
             out.setdefault(rp, {})[anno] = value
     return out
