@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ def machine() -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        # Other work on the machine slows every figure; the baselines run beside them.
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
 
 
