@@ -19,6 +19,7 @@ their frame through ``layout.token_frame``. Padding frames/tokens have document 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -245,6 +246,44 @@ def pack(clips: list[Clip], patch_size: int, seq_len: int) -> TokenBatch:
     """Pack ``clips`` into as few rows of ``seq_len`` tokens as first-fit decreasing finds."""
     rows = plan_rows([clip_tokens(c, patch_size) for c in clips], seq_len)
     return pack_clips(clips, patch_size, rows, seq_len)
+
+
+def packed_batches(
+    clips: Iterable[Clip], patch_size: int, seq_len: int, rows_per_batch: int, lookahead: int = 4
+) -> Iterator[TokenBatch]:
+    """Stream of packed batches: buffer about ``lookahead`` batches of clips, pack them first-
+    fit decreasing, emit the ``rows_per_batch`` fullest rows and carry the other rows' clips
+    over to the next batch, so only the very last batch of the stream has a partial row."""
+    buffer: list[Clip] = []
+    target = lookahead * rows_per_batch * seq_len
+    it = iter(clips)
+    exhausted = False
+    while True:
+        while not exhausted and sum(clip_tokens(c, patch_size) for c in buffer) < target:
+            nxt = next(it, None)
+            if nxt is None:
+                exhausted = True
+            else:
+                buffer.append(nxt)
+        if not buffer:
+            return
+        rows = plan_rows([clip_tokens(c, patch_size) for c in buffer], seq_len)
+        fill = [sum(clip_tokens(buffer[i], patch_size) for i in row) for row in rows]
+        order = sorted(range(len(rows)), key=lambda r: -fill[r])
+        if not exhausted and len(rows) <= rows_per_batch:  # not enough to fill a batch yet
+            target *= 2
+            continue
+        chosen = [rows[r] for r in order[:rows_per_batch]]
+        flat = [i for row in chosen for i in row]
+        index = {i: k for k, i in enumerate(flat)}
+        yield pack_clips(
+            [buffer[i] for i in flat],
+            patch_size,
+            [[index[i] for i in row] for row in chosen],
+            seq_len,
+        )
+        taken = set(flat)
+        buffer = [c for i, c in enumerate(buffer) if i not in taken]
 
 
 def pad_to_longest(clips: list[Clip], patch_size: int) -> TokenBatch:

@@ -61,6 +61,26 @@ class AttentionMask:
             self._cache["trivial"] = one_doc and self.q_block is None
         return self._cache["trivial"]
 
+    def document_segments(self) -> list[list[tuple[int, int, int]]] | None:
+        """Per row, contiguous (doc, start, end) runs — if this is packed self-attention
+        (queries and keys are the same tokens, each document contiguous), else None."""
+        if "segments" not in self._cache:
+            seg = None
+            if self.q_doc.shape == self.k_doc.shape and torch.equal(self.q_doc, self.k_doc):
+                seg = []
+                for row in self.q_doc.tolist():
+                    runs, start = [], 0
+                    for i in range(1, len(row) + 1):
+                        if i == len(row) or row[i] != row[start]:
+                            runs.append((row[start], start, i))
+                            start = i
+                    if len({d for d, _, _ in runs}) != len(runs):  # a document split in two
+                        seg = None
+                        break
+                    seg.append(runs)
+            self._cache["segments"] = seg
+        return self._cache["segments"]
+
     def flex_block_mask(self):
         if "flex" not in self._cache:
             from torch.nn.attention.flex_attention import create_block_mask
@@ -82,8 +102,27 @@ class AttentionMask:
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | None) -> Tensor:
-    attn_mask = None if mask is None or mask.is_trivial() else mask.dense()
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    """SDPA. Packed self-attention runs one call per document (like ``cu_seqlens`` varlen
+    kernels): Σ nᵢ² work instead of N², since a dense mask does not skip other documents."""
+    if mask is None or mask.is_trivial():
+        return F.scaled_dot_product_attention(q, k, v)
+    segments = mask.document_segments()
+    if segments is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense())
+    rows = []
+    for b, row in enumerate(segments):
+        parts = []
+        for doc, start, end in row:
+            qs, ks, vs = (t[b : b + 1, :, start:end] for t in (q, k, v))
+            if doc < 0:  # padding: never read, zeros
+                parts.append(torch.zeros_like(qs))
+                continue
+            sub = None if mask.q_block is None else mask.dense()[b : b + 1, :, start:end, start:end]
+            if sub is not None and bool(sub.all()):
+                sub = None  # one latent frame: nothing masked
+            parts.append(F.scaled_dot_product_attention(qs, ks, vs, attn_mask=sub))
+        rows.append(torch.cat(parts, dim=2))
+    return torch.cat(rows, dim=0)
 
 
 @functools.cache
@@ -98,7 +137,9 @@ def _compiled_flex() -> Callable | None:
 
 def flex_attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | None) -> Tensor:
     fn = _compiled_flex()
-    if fn is None or mask is None or mask.is_trivial():
+    # cached decoding (fewer queries than keys) changes shape every env step: a recompile
+    # each time would cost far more than it saves, so SDPA serves it
+    if fn is None or mask is None or mask.is_trivial() or q.shape[2] != k.shape[2]:
         return sdpa_attention(q, k, v, mask)
     try:
         return fn(q, k, v, block_mask=mask.flex_block_mask())

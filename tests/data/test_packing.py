@@ -149,3 +149,20 @@ def test_training_step_on_a_packed_batch():
     loss.backward()
     assert torch.isfinite(loss) and metrics["loss_action"] > 0
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_packed_batches_stream_every_clip_once_with_full_rows():
+    from cosmos_sim.data.packing import packed_batches
+
+    clips = [c for seed in range(6) for c in mixed_clips(seed)]  # 24 clips
+    batches = list(packed_batches(clips, 1, seq_len=128, rows_per_batch=2, lookahead=2))
+    n_out = sum(len(tb.segments) for tb in batches)
+    assert n_out == len(clips)
+    assert all(tb.tokens.shape == (2, 128, 4) for tb in batches[:-1])
+    pad = sum(tb.n_pad_tokens for tb in batches[:-1]) / sum(
+        tb.tokens.shape[0] * 96 for tb in batches[:-1]
+    )
+    assert pad < 0.05, pad
+    originals = sorted(float(c.latents.sum()) for c in clips)
+    unpacked = sorted(float(x.sum()) for tb in batches for x in unpack(tb.tokens, tb))
+    assert originals == pytest.approx(unpacked, rel=1e-5, abs=1e-5)
