@@ -23,6 +23,7 @@ def test_wheel_installs_and_records_an_episode(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "cosmos_sim/_tasks/reach/task.toml" in names
     assert "cosmos_sim/_tasks/push/scene.xml" in names
+    assert "cosmos_sim/bridge/omniverse/config/extension.toml" in names  # the Kit extension
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
