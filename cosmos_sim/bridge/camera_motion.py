@@ -19,6 +19,8 @@ elevation) and dolly changes only the object's apparent size.
   ``noise_sigma``), seeded, reflected off the clamps so the camera keeps moving.
 * :class:`CameraExpert` — closes the angle from the pose to the centring pose;
   degrade it with :class:`~cosmos_sim.bridge.experts.ScriptedPolicy`'s ``skill``.
+  Measured on cameranav (per-frame, arm expert at skill 1), 40 episodes per skill
+  (seeds 1000-1039): success 1.00, 0.82, 0.47, 0.07, 0.00 at skill 1, 0.75, 0.5, 0.25, 0.
 * :class:`CameraNavPolicy` — a camera part and an arm part joined into the recorded
   action ``[cam_yaw, cam_pitch, cam_dolly, *arm action]``.
 
