@@ -66,7 +66,7 @@ class DiTConfig:
             )
         if self.action_dim < 0 or self.text_vocab < 0 or self.text_vocab == 1:
             raise ConfigError("action_dim ≥ 0 and text_vocab = 0 or ≥ 2", field="text_vocab")
-        self.attention = resolve_backend(self.attention)
+        resolve_backend(self.attention)  # validates; resolved where used ("auto" stays portable)
 
     @property
     def token_dim(self) -> int:  # P = C·p·p
@@ -183,7 +183,7 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 class SelfAttention(nn.Module):
     def __init__(self, cfg: DiTConfig) -> None:
         super().__init__()
-        self.heads, self.backend = cfg.heads, cfg.attention
+        self.heads, self.backend = cfg.heads, resolve_backend(cfg.attention)
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
         self.proj = nn.Linear(cfg.dim, cfg.dim)
 
@@ -200,7 +200,7 @@ class SelfAttention(nn.Module):
 class CrossAttention(nn.Module):
     def __init__(self, cfg: DiTConfig) -> None:
         super().__init__()
-        self.heads, self.backend = cfg.heads, cfg.attention
+        self.heads, self.backend = cfg.heads, resolve_backend(cfg.attention)
         self.q = nn.Linear(cfg.dim, cfg.dim)
         self.kv = nn.Linear(cfg.dim, 2 * cfg.dim)
         self.proj = nn.Linear(cfg.dim, cfg.dim)
@@ -304,7 +304,9 @@ class DiT(nn.Module):
         c = self.noise_embed(c_noise)
         if self.action_embed is not None and cond.actions is not None:
             a = self.action_embed(cond.actions.flatten(2).to(c.dtype))  # (B, F, D)
-            c = c + a * cond.has_action[..., None].to(c.dtype)
+            if cond.has_action is not None:
+                a = a * cond.has_action[..., None].to(a.dtype)
+            c = c + a
         return c
 
     def forward(
@@ -322,6 +324,7 @@ class DiT(nn.Module):
         """
         lay = cond.layout
         b, n, _ = x.shape
+        self.check_layout(lay)
         token_doc, token_time = lay.token_doc, lay.token_time  # (B, N)
         h = self.x_embed(x)  # (B, N, D)
         h = h + self.row_embed[lay.token_hw[..., 0]] + self.col_embed[lay.token_hw[..., 1]]
@@ -350,6 +353,24 @@ class DiT(nn.Module):
         if cache is not None and write_cache:
             cache.commit(token_doc, token_time)
         return self.final(h, c, frame_idx), h
+
+    def check_layout(self, lay: SequenceLayout) -> None:
+        """Refuse grids and views beyond the learned embeddings (a clear error, not an IndexError)."""
+        grid, views = int(lay.token_hw.max()) + 1, int(lay.frame_view.max()) + 1
+        if grid > self.cfg.max_grid:
+            raise ConfigError(
+                "latent grid larger than the model's position embedding (in patches)",
+                field="max_grid",
+                expected=f"≤ {self.cfg.max_grid}",
+                found=grid,
+            )
+        if views > self.cfg.max_views:
+            raise ConfigError(
+                "more camera views than the model has view embeddings",
+                field="max_views",
+                expected=f"≤ {self.cfg.max_views}",
+                found=views,
+            )
 
     def new_cache(self) -> KVCache:
         return KVCache(self.cfg.depth)

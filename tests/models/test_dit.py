@@ -225,3 +225,24 @@ def test_cache_keeps_a_sliding_window_of_frames():
     )
     out = m.generate(target, cache=cache)
     assert out.shape == (2, 16, 4) and torch.isfinite(out).all()
+
+
+def test_too_many_views_or_too_large_a_grid_is_a_clear_error():
+    m = tiny_model(max_views=2, max_grid=4)
+    batch = grid_batch()
+    m.training_step(batch)  # 4×4 latents, one view: fine
+    with pytest.raises(ConfigError, match="max_views"):
+        m.training_step(dict(batch, view=torch.full((2, 3), 2)))
+    big = dict(latents=torch.randn(1, 2, 4, 8, 8), n_context=1)
+    with pytest.raises(ConfigError, match="max_grid"):
+        m.training_step(big)
+
+
+def test_bf16_autocast_training_step_and_saved_config_round_trip():
+    m = tiny_model()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = m.train().training_step(grid_batch())
+    loss.backward()
+    assert torch.isfinite(loss)
+    cfg = WorldModelConfig(**m.cfg.to_dict())
+    assert cfg == m.cfg and isinstance(cfg.dit, DiTConfig)
