@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cosmos_sim.conditioning.actions import check_actions
-from cosmos_sim.data.packing import NULL_INSTRUCTION, Clip, TokenBatch, pack_clips
+from cosmos_sim.data.packing import NULL_INSTRUCTION, Clip, TokenBatch, pack_clips, unpack
 from cosmos_sim.errors import ConfigError
 from cosmos_sim.models.attention import KVCache
 from cosmos_sim.models.dit import Conditioning, DiT, DiTConfig, preset
@@ -484,3 +484,63 @@ class DiffusionWorldModel(nn.Module):
             noise,
             generator,
         )
+
+
+class LatentRollout:
+    """Closed-loop, batched rollout in latent space: one env step = one action chunk → one
+    latent frame. The clean context lives in a KV cache (a sliding window of ``window``
+    latent frames); each step samples the next frame against it, then appends that frame.
+
+        roll = LatentRollout(model, context_latents)        # (B, n, C, H, W), prefilled once
+        frame, next_action = roll.step(action_chunk)        # (B, c, A) → (B, C, H, W)
+    """
+
+    def __init__(
+        self,
+        model: DiffusionWorldModel,
+        context: Tensor,
+        window: int = 4,
+        instruction_ids: Tensor | None = None,
+        context_rays: Tensor | None = None,
+        guidance: float = 1.0,
+    ) -> None:
+        self.model, self.window, self.guidance = model, window, guidance
+        self.instruction_ids = instruction_ids
+        b, n = context.shape[:2]
+        self.latent_shape = tuple(context.shape[2:])  # (C, H, W)
+        self.time = n  # time index of the next frame
+        batch = dict(
+            latents=context, n_context=n, rays=context_rays, instruction_ids=instruction_ids
+        )
+        self.cache, self.next_action = model.prefill(model.token_batch(batch))
+        self.cache.keep_last(window)
+
+    @torch.no_grad()
+    def step(
+        self,
+        action_chunk: Tensor | None,
+        rays: Tensor | None = None,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """(B, c, A) normalised actions (+ (B, 6, H, W) rays of the new frame) → the next
+        latent frame (B, C, H, W) and the predicted following action chunk (or None)."""
+        m = self.model
+        b = self.cache.doc.shape[0]
+        batch = dict(
+            latents=torch.zeros(b, 1, *self.latent_shape),
+            n_context=0,
+            actions=None if action_chunk is None else action_chunk[:, None],
+            rays=None if rays is None else rays[:, None],
+            time=torch.full((b, 1), self.time),
+            instruction_ids=self.instruction_ids,
+        )
+        target = m.token_batch(batch)
+        target.tokens = m.generate(
+            target, self.cache, guidance=self.guidance, noise=noise, generator=generator
+        )
+        _, self.next_action = m.prefill(target, self.cache)  # the new frame becomes clean context
+        self.cache.keep_last(self.window)
+        self.time += 1
+        frame = torch.stack(unpack(target.tokens, target))[:, 0]  # (B, C, H, W)
+        return frame, self.next_action

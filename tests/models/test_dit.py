@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cosmos_sim.data.packing import Clip, pack_clips
-from cosmos_sim.errors import ConfigError
+from cosmos_sim.errors import ActionError, ConfigError
 from cosmos_sim.models.diffusion import DiffusionWorldModel, EDMConfig, WorldModelConfig
 from cosmos_sim.models.dit import Conditioning, DiT, DiTConfig, preset
 
@@ -246,3 +246,38 @@ def test_bf16_autocast_training_step_and_saved_config_round_trip():
     assert torch.isfinite(loss)
     cfg = WorldModelConfig(**m.cfg.to_dict())
     assert cfg == m.cfg and isinstance(cfg.dit, DiTConfig)
+
+
+def test_latent_rollout_equals_uncached_generation():
+    from cosmos_sim.models.diffusion import LatentRollout
+
+    m = tiny_model(rays=False)
+    g = torch.Generator().manual_seed(3)
+    lat = torch.randn(2, 2, 4, 4, 4, generator=g)
+    acts = torch.randn(2, 2, 4, 3, generator=g)
+    ids = torch.tensor([[5, 6, 0], [7, 0, 0]])
+    noise = torch.randn(2, 2, 16, 4, generator=g)
+    roll = LatentRollout(m, lat, window=8, instruction_ids=ids)
+    frames = [roll.step(acts[:, k], noise=noise[:, k])[0] for k in range(2)]
+    assert frames[0].shape == (2, 4, 4, 4) and roll.next_action.shape == (2, 4, 3)
+    # uncached: the whole clip each time, generated frames fed back as context
+    seq = lat
+    for k in range(2):
+        n = seq.shape[1]
+        full_actions = torch.cat([torch.zeros(2, n, 4, 3), acts[:, k : k + 1]], 1)
+        batch = dict(
+            latents=torch.cat([seq, torch.zeros(2, 1, 4, 4, 4)], 1),
+            n_context=n,
+            actions=full_actions,
+            instruction_ids=ids,
+        )
+        tb = m.token_batch(batch)
+        full_noise = torch.cat([torch.zeros(2, n * 16, 4), noise[:, k]], 1)
+        out = m.generate(tb, noise=full_noise)
+        nxt = (
+            out[:, n * 16 :].reshape(2, 4, 4, 4).permute(0, 3, 1, 2)
+        )  # tokens (h, w, C) → (C, h, w)
+        torch.testing.assert_close(frames[k], nxt, atol=1e-5, rtol=1e-5)
+        seq = torch.cat([seq, nxt[:, None]], 1)
+    with pytest.raises(ActionError, match="actions"):
+        roll.step(torch.zeros(2, 4, 2))
