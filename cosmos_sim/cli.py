@@ -51,7 +51,12 @@ def record(
     ] = None,
     episodes: Annotated[int, typer.Option(min=1)] = 10,
     skill: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Scripted expert skill: 0 random, 1 expert.")
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Scripted expert skill: 0 random, 1 expert (cameranav: the arm's; the camera wanders).",
+        ),
     ] = 1.0,
     cameras: Annotated[
         str | None, typer.Option(help="Comma-separated cameras (default: the task's).")

@@ -44,6 +44,12 @@ CAMERA_DIM = len(CAMERA_ACTION_NAMES)
 ORBIT_STATE_NAMES = ("orbit.azimuth", "orbit.elevation", "orbit.distance")
 
 
+def split_action(action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A camera-nav action (..., 3 + A_arm) → (camera part (..., 3), arm part (..., A_arm))."""
+    action = np.asarray(action)
+    return action[..., :CAMERA_DIM], action[..., CAMERA_DIM:]
+
+
 def wrap_degrees(angle: float) -> float:
     """Angle in degrees → [-180, 180)."""
     return float((angle + 180.0) % 360.0 - 180.0)

@@ -12,6 +12,9 @@ knob so one command yields a family of policies of graded success rate::
 so skill 0 is a uniform random policy and skill 1 the noiseless expert. Measured
 success over 40 episodes (seeds 1000-1039) at skill 1, 0.75, 0.5, 0.25, 0:
 reach 1.00, 0.88, 0.33, 0.05, 0.00; push 1.00, 0.93, 0.43, 0.05, 0.00.
+
+:class:`CameraNavKind` wraps an arm kind and adds camera actions (see
+:mod:`cosmos_sim.bridge.camera_motion`); its camera expert is graded the same way.
 """
 
 from __future__ import annotations
@@ -338,6 +341,8 @@ class CameraNavKind(TaskKind):
         sim.set_camera_pose(self.motion.camera, self.motion.pose(self.orbit))
 
     def apply_action(self, sim: MujocoSim, action: np.ndarray) -> np.ndarray:
+        if self.orbit is None:
+            raise TaskError("call reset() before step(): it places the moving camera")
         self.orbit = self.motion.step(self.orbit, action[:CAMERA_DIM])
         sim.set_camera_pose(self.motion.camera, self.motion.pose(self.orbit))
         return action[CAMERA_DIM:]

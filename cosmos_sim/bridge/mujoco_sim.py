@@ -12,7 +12,9 @@ Control: an action is a normalised end-effector velocity on the table plane
 (``task.toml [action]``); each control step integrates ``1 / (fps · timestep)`` physics
 substeps, and a damped-least-squares Jacobian controller turns the velocity into
 joint-velocity targets. ``reset`` restores every camera to its scene pose, so a seed
-fixes the whole episode.
+fixes the whole episode. A task kind may add action parts of its own: cameranav's
+actions start with camera actions that move the orbit camera before each physics step,
+and its ``reset`` seeds the orbit's start pose (nothing else moves it mid-episode).
 
 Per camera and step the simulator renders (each only when asked) RGB, depth (metres
 to the image plane, ``inf`` where nothing is hit) and segmentation (object ids of
