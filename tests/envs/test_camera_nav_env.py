@@ -103,3 +103,15 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ConfigError, match="orbit pose"):
         CameraNavExpert(env.unwrapped.task, env.unwrapped.sim.state_names, 1.0, 4)
     env.close()
+
+
+def test_example_runs():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "cameranav_env.py"
+    spec = importlib.util.spec_from_file_location("cameranav_env_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rates = module.main(["--episodes", "2", "--size", "16", "--skills", "1.0,0.0"])
+    assert rates[1.0] == 1.0 and rates[0.0] < 1.0
