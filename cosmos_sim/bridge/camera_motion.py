@@ -25,7 +25,7 @@ elevation) and dolly changes only the object's apparent size.
   action ``[cam_yaw, cam_pitch, cam_dolly, *arm action]``.
 
 This module knows nothing of MuJoCo: :class:`~cosmos_sim.bridge.experts.CameraNavKind`
-applies the pose with ``MujocoSim.set_orbit``.
+applies the pose with ``MujocoSim.set_camera_pose`` (the general form of ``set_orbit``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The embedded simulator as a Gymnasium env: the ground truth the world-model envs imitate.
 
-``gym.make("cosmos_sim/Reach-v0")`` / ``"cosmos_sim/Push-v0"``. One env step takes an
+``gym.make("cosmos_sim/Reach-v0")`` / ``"cosmos_sim/Push-v0"`` (``CameraNav-v0`` is the
+subclass in :mod:`cosmos_sim.envs.camera_nav_env`). One env step takes an
 **action chunk** of ``chunk`` per-frame actions (the tokenizer's temporal compression,
 4 by default) and renders ``chunk`` frames, exactly as a world-model env step does, so
 that a policy runs unchanged in either. Wrap a per-frame policy with
