@@ -233,7 +233,7 @@ def view(
 # -------------------------------------------------------------------- evaluate
 @app.command()
 def evaluate(
-    task: Annotated[str, typer.Option(help="Task: reach or push.")],
+    task: Annotated[str, typer.Option(help="Task: reach, push or cameranav.")],
     model: Annotated[
         str,
         typer.Option(help="World-model directory, or 'sim' to check the simulator against itself."),
@@ -246,7 +246,10 @@ def evaluate(
     seed: Annotated[
         int, typer.Option(help="Episode i of every policy starts from seed + i in both envs.")
     ] = 10_000,
-    cameras: Annotated[str, typer.Option(help="Cameras the policies and the model see.")] = "front",
+    cameras: Annotated[
+        str | None,
+        typer.Option(help="Cameras the policies and the model see (default: the env's)."),
+    ] = None,
     size: Annotated[int, typer.Option()] = 64,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("out/evaluation"),
 ) -> None:
@@ -267,11 +270,12 @@ def evaluate(
             expected=sorted({t for t, _ in SIM_TASKS.values()}),
             found=task,
         )
-    reference = gym.make(f"cosmos_sim/{env_name}-v0", cameras=cameras, size=size)
+    view = {"size": size} | ({"cameras": cameras} if cameras else {})
+    reference = gym.make(f"cosmos_sim/{env_name}-v0", **view)
     if model == "sim":
-        candidate = gym.make(f"cosmos_sim/{env_name}-v0", cameras=cameras, size=size)
+        candidate = gym.make(f"cosmos_sim/{env_name}-v0", **view)
     elif "cosmos_sim/WorldModel-v0" in gym.registry:
-        candidate = gym.make("cosmos_sim/WorldModel-v0", model=model, task=task, cameras=cameras)
+        candidate = gym.make("cosmos_sim/WorldModel-v0", model=model, task=task, **view)
     else:
         raise ModelError(
             "world-model environments are not available in this version",
@@ -324,11 +328,14 @@ def evaluate(
 
 @train_app.command("tokenizer")
 def train_tokenizer_cmd(
-    data: Annotated[list[Path], typer.Option("--data", help="Episode store(s) (.zarr), repeatable.")],
+    data: Annotated[
+        list[Path], typer.Option("--data", help="Episode store(s) (.zarr), repeatable.")
+    ],
     kind: Annotated[str, typer.Option(help="cv (continuous latents) or dv (FSQ tokens).")] = "cv",
     preset: Annotated[str, typer.Option(help="cpu-small or gpu.")] = "cpu-small",
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run directory (default runs/tokenizer-KIND).")
+        Path | None,
+        typer.Option("--out", "-o", help="Run directory (default runs/tokenizer-KIND)."),
     ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Default: the preset's.")] = None,
     export: Annotated[
@@ -361,7 +368,9 @@ def train_tokenizer_cmd(
 @app.command()
 def tokenize(
     store: Annotated[Path, typer.Argument(help="Episode store (.zarr) to add a latent cache to.")],
-    model: Annotated[Path, typer.Option(help="Tokenizer model directory, e.g. models/tokenizer-cv-4x8x8.")],
+    model: Annotated[
+        Path, typer.Option(help="Tokenizer model directory, e.g. models/tokenizer-cv-4x8x8.")
+    ],
 ) -> None:
     """Encode every episode × camera into STORE/latents/<weights hash>/ (reused until the model changes)."""
     from cosmos_sim.training.tokenizer_task import tokenize_store

@@ -165,6 +165,12 @@ def load_policy(
             raise ConfigError(
                 "bad expert skill", field="policy", expected="expert@<0..1>", found=spec
             ) from e
+        if task.kind == "cameranav":
+            from cosmos_sim.envs.camera_nav_env import CameraNavExpert
+
+            expert = CameraNavExpert(task, state_names, skill, chunk)
+            expert.name = f"expert@{skill:g}"
+            return expert
         return ExpertPolicy(task, state_names, skill, chunk)
     path = Path(spec)
     if path.suffix == ".zip":
