@@ -76,11 +76,14 @@ class DiTConfig:
         return asdict(self)
 
 
-# Presets: named instances in one registry (cosmos-sim train ... --preset NAME).
+# Presets: named instances in one registry (cosmos-sim train ... --preset NAME). A variant
+# sets its controls on top: preset("cpu-small", action_dim=A) or preset(..., rays=True).
 PRESETS: dict[str, DiTConfig] = {
-    # ~5 M parameters: 64×64 clips (8×8 latents, 64 tokens per frame) on a 2-core CPU.
-    "cpu-small": DiTConfig(dim=192, depth=6, heads=4, action_dim=0, text_vocab=4096),
-    "gpu": DiTConfig(dim=768, depth=12, heads=12, text_vocab=32768, attention="auto"),
+    # 6.6 M parameters (0.8 M of them the hashed-word table): 64×64 clips → 8×8 latents,
+    # 64 tokens per latent frame; a 32 × 64-token forward takes ~0.3-0.4 s on this CPU.
+    "cpu-small": DiTConfig(dim=192, depth=6, heads=4, text_vocab=4096),
+    # ~200 M parameters: 256×256 clips → 32×32 latents, 2×2 patches = 256 tokens per frame.
+    "gpu": DiTConfig(dim=768, depth=12, heads=12, patch_size=2, text_vocab=32768, attention="auto"),
 }
 
 

@@ -1,0 +1,61 @@
+"""Attention dispatch: per-document SDPA == dense block-diagonal mask; flex == SDPA (slow)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cosmos_sim.errors import ConfigError
+from cosmos_sim.models.attention import AttentionMask, attention, resolve_backend
+
+
+def packed_mask() -> AttentionMask:
+    # row 0: doc 0 (3 frames × 4 tokens), doc 1 (2 frames × 4), padding (4 tokens)
+    doc = torch.tensor([[0] * 12 + [1] * 8 + [-1] * 4])
+    block = torch.tensor([[0] * 4 + [1] * 4 + [2] * 4 + [0] * 4 + [1] * 4 + [0] * 4])
+    return AttentionMask(doc, doc, block, block)
+
+
+def test_per_document_sdpa_equals_the_dense_mask():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 24, 8) for _ in range(3))
+    mask = packed_mask()
+    assert mask.document_segments() == [[(0, 0, 12), (1, 12, 20), (-1, 20, 24)]]
+    out = attention(q, k, v, mask, "sdpa")
+    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense())
+    torch.testing.assert_close(out[:, :, :20], dense[:, :, :20])
+    assert torch.equal(out[:, :, 20:], torch.zeros_like(out[:, :, 20:]))  # padding: never read
+    # block-causal: token 0 (frame 0) sees only frame 0 of its document
+    m = mask.dense()[0, 0]
+    assert m[0].tolist() == [True] * 4 + [False] * 20
+    assert m[19, 12:20].all() and not m[19, :12].any()
+
+
+def test_cached_queries_use_the_dense_mask():
+    torch.manual_seed(0)
+    q = torch.randn(1, 2, 4, 8)
+    k, v = torch.randn(1, 2, 12, 8), torch.randn(1, 2, 12, 8)
+    doc_q, doc_k = torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 12, dtype=torch.long)
+    blk_q, blk_k = torch.full((1, 4), 2), torch.tensor([[0] * 4 + [1] * 4 + [2] * 4])
+    mask = AttentionMask(doc_q, doc_k, blk_q, blk_k)
+    assert mask.document_segments() is None
+    torch.testing.assert_close(attention(q, k, v, mask), F.scaled_dot_product_attention(q, k, v))
+
+
+def test_unknown_backend_is_a_config_error():
+    with pytest.raises(ConfigError, match="attention"):
+        resolve_backend("xformers")
+    assert resolve_backend("auto") in ("sdpa", "te")
+
+
+@pytest.mark.slow
+def test_compiled_flex_attention_equals_sdpa():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 256, 16) for _ in range(3))
+    doc = (torch.arange(256) // 96)[None]
+    block = (torch.arange(256) % 96 // 32)[None]
+    mask = AttentionMask(doc, doc, block, block)
+    torch.testing.assert_close(
+        attention(q, k, v, mask, "flex"), attention(q, k, v, mask, "sdpa"), atol=1e-5, rtol=1e-5
+    )
