@@ -292,6 +292,10 @@ class DiffusionWorldModel(nn.Module):
                 actions, self.cfg.dit.action_dim, "actions", chunk=self.cfg.dit.action_chunk
             )
         n_ctx = int(batch.get("n_context", 1))
+        if not 0 <= n_ctx <= t:
+            raise ConfigError(
+                "context frames out of range", field="n_context", expected=f"0..{t}", found=n_ctx
+            )
         get = lambda key, i: None if batch.get(key) is None else batch[key][i]  # noqa: E731
         clips = []
         for i in range(b):
