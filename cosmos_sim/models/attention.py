@@ -66,7 +66,14 @@ class AttentionMask:
         (queries and keys are the same tokens, each document contiguous), else None."""
         if "segments" not in self._cache:
             seg = None
-            if self.q_doc.shape == self.k_doc.shape and torch.equal(self.q_doc, self.k_doc):
+            same_blocks = self.q_block is None or (
+                self.q_block.shape == self.k_block.shape and torch.equal(self.q_block, self.k_block)
+            )
+            if (
+                same_blocks
+                and self.q_doc.shape == self.k_doc.shape
+                and torch.equal(self.q_doc, self.k_doc)
+            ):
                 seg = []
                 for row in self.q_doc.tolist():
                     runs, start = [], 0
@@ -117,9 +124,11 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | None) 
             if doc < 0:  # padding: never read, zeros
                 parts.append(torch.zeros_like(qs))
                 continue
-            sub = None if mask.q_block is None else mask.dense()[b : b + 1, :, start:end, start:end]
-            if sub is not None and bool(sub.all()):
-                sub = None  # one latent frame: nothing masked
+            sub = None
+            if mask.q_block is not None:  # block-causal within the document
+                blk = mask.q_block[b, start:end]
+                if bool((blk != blk[0]).any()):  # one latent frame: nothing to mask
+                    sub = blk[None, :] <= blk[:, None]  # (n, n): key frame ≤ query frame
             parts.append(F.scaled_dot_product_attention(qs, ks, vs, attn_mask=sub))
         rows.append(torch.cat(parts, dim=2))
     return torch.cat(rows, dim=0)
