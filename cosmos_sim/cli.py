@@ -343,6 +343,10 @@ def train_tokenizer_cmd(
     ] = None,
     no_resume: Annotated[bool, typer.Option("--no-resume", help="Refuse an existing run.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="2 steps, batch 2.")] = False,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: the preset's).")] = None,
+    init: Annotated[
+        Path | None, typer.Option(help="Start from this tokenizer model directory's weights.")
+    ] = None,
 ) -> None:
     """Train a causal video tokenizer (resumes from the run directory's newest checkpoint)."""
     from cosmos_sim.training.tokenizer_task import export_tokenizer, train_tokenizer
@@ -356,6 +360,8 @@ def train_tokenizer_cmd(
         steps=2 if dry_run else steps,
         resume=not no_resume,
         batch_size=2 if dry_run else None,
+        lr=lr,
+        init_from=init,
     )
     console.print(
         f"step {summary['step']}  loss {summary['loss']:.4f}  PSNR {summary.get('psnr', 0):.2f} dB  "

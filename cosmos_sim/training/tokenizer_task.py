@@ -92,8 +92,14 @@ def train_tokenizer(
     progress: bool = True,
     checkpoint_every: int = 100,
     seed: int = 0,
+    lr: float | None = None,
+    init_from: Path | None = None,
 ) -> dict:
-    """Train a tokenizer on ``data`` stores into ``out_dir`` (resumable); returns the summary."""
+    """Train a tokenizer on ``data`` stores into ``out_dir`` (resumable); returns the summary.
+
+    ``init_from`` (a tokenizer model directory of the same kind and preset) starts from its
+    weights instead of a random init — a second schedule after a first one ends.
+    """
     if preset not in RECIPES:
         raise ConfigError("unknown preset", field="preset", expected=sorted(RECIPES), found=preset)
     recipe = RECIPES[preset]
@@ -113,7 +119,7 @@ def train_tokenizer(
     steps = steps or recipe.steps
     tcfg = TrainerConfig(
         steps=steps,
-        lr=recipe.lr,
+        lr=lr or recipe.lr,
         warmup_steps=min(recipe.warmup_steps, steps // 10),
         weight_decay=0.01,
         ema_decay=0.995,
@@ -131,6 +137,21 @@ def train_tokenizer(
             "batch_size": batch,
         },
     }
+    if init_from is not None:
+        loaded = zoo.load_model(init_from)
+        if loaded.kind != "tokenizer" or loaded.module.cfg != model_cfg:
+            raise ConfigError(
+                "init model is not a tokenizer of this kind and preset",
+                path=init_from,
+                field="config",
+                expected=model_cfg.to_dict(),
+                found=loaded.config.get("config"),
+            )
+        task.tokenizer.load_state_dict(loaded.module.state_dict())
+        run_config["init"] = {
+            "model": str(Path(init_from).resolve()),
+            "weights_hash": loaded.weights_hash,
+        }
     trainer = Trainer(task, tcfg, loader, out_dir, run_config=run_config, dist_info=info)
     summary = trainer.fit(resume=resume)
     if info.is_main:
@@ -251,3 +272,111 @@ def tokenize_store(store_path: Path, model_dir: Path, batch_frames: int = 65) ->
     )
     del zarr
     return dict(grp.attrs)
+
+
+# -- model card --------------------------------------------------------------------------
+
+
+def training_curve(run_dir: Path, every: int = 100, window: int = 20) -> list[dict]:
+    """Rows of (step, loss, train PSNR, lr, wall time) from metrics.jsonl, window-averaged."""
+    rows = [
+        json.loads(ln)
+        for ln in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+        if ln.strip()
+    ]
+    out = []
+    for i, r in enumerate(rows):
+        if r["step"] % every == 0 or i == len(rows) - 1:
+            win = rows[max(0, i - window + 1) : i + 1]
+            out.append(
+                {
+                    "step": r["step"],
+                    "loss": float(np.mean([w["loss"] for w in win])),
+                    "psnr": float(np.mean([w["psnr"] for w in win])),
+                    "lr": r["lr"],
+                    "wall_time_s": r["wall_time"],
+                    "mfu": float(np.mean([w.get("mfu", 0.0) for w in win])),
+                }
+            )
+    return out
+
+
+def write_card(
+    model_dir: Path,
+    run_dir: Path,
+    command: str,
+    data_note: str,
+    hardware_note: str,
+    bench: dict | None = None,
+) -> Path:
+    """card.md: what the model is, the data, the exact command, wall time, metrics, curve."""
+    from cosmos_sim.training import checkpoint as ckpt
+
+    meta = zoo.read_config(model_dir)
+    run = json.loads((ckpt.latest_checkpoint(run_dir) / ckpt.META_FILE).read_text())["config"]
+    cfg = TokenizerConfig(**meta["config"])
+    n_params = sum(p.numel() for p in VideoTokenizer(cfg).parameters())
+    curve = training_curve(run_dir)
+    last = curve[-1]
+    head = (
+        f"{cfg.latent_channels} continuous channels"
+        if cfg.kind == "cv"
+        else f"FSQ levels {list(cfg.fsq_levels)} = {cfg.codebook_size} codes"
+    )
+    lines = [
+        f"# {Path(model_dir).name}",
+        "",
+        f"Causal video tokenizer ({cfg.kind.upper()}), 4× time × 8×8 space, {head}; "
+        f"{n_params / 1e6:.1f} M parameters, weights stored as {meta['dtype']} "
+        f"(EMA of the training weights). Layout and causality: `cosmos_sim/models/tokenizer.py`.",
+        "",
+        "## Data",
+        "",
+        data_note,
+        "",
+        "## Training",
+        "",
+        f"Command (run directory `{run_dir}`, resumable):",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"{last['step']} steps, {last['wall_time_s'] / 60:.0f} min of training wall time, "
+        f"batch {run['data']['batch_size']} clips of {run['data']['clips']['frames']} frames, "
+        f"peak lr {run['trainer']['lr']}, warm-up {run['trainer']['warmup_steps']} steps then cosine. "
+        + hardware_note,
+        "",
+        "| step | loss | train PSNR dB | lr | wall time min | MFU |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['step']} | {r['loss']:.4f} | {r['psnr']:.2f} | {r['lr']:.2e} | {r['wall_time_s'] / 60:.1f} | {100 * r['mfu']:.0f}% |"
+        for r in curve
+    ]
+    if bench:
+        h = bench["h264_at_same_bpp"]
+        lines += [
+            "",
+            "## Held-out metrics (`benchmarks/tokenizer.py`, `benchmarks/results/tokenizer.json`)",
+            "",
+            f"PSNR **{bench['psnr']:.2f} dB** (target {bench['target_psnr']:.0f} dB), SSIM {bench['ssim']:.3f} "
+            f"at {bench['bpp']:.4f} bits per pixel; encode {bench['encode_frames_per_s']:.0f} frames/s, "
+            f"decode {bench['decode_frames_per_s']:.0f} frames/s.",
+            f"H.264 (libx264 veryslow, {h.get('pix_fmt', '')}) at the same rate: {h['psnr']:.2f} dB"
+            + (
+                ""
+                if h["reachable"]
+                else f" — H.264 cannot go that low; this is its lowest rate, {h['bpp']:.4f} bpp"
+            )
+            + ".",
+            "",
+            "| store/camera | PSNR dB | SSIM |",
+            "|---|---:|---:|",
+        ]
+        lines += [
+            f"| {k} | {v['psnr']:.2f} | {v['ssim']:.3f} |" for k, v in bench["per_camera"].items()
+        ]
+    path = Path(model_dir) / "card.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
