@@ -366,17 +366,19 @@ class DiffusionWorldModel(nn.Module):
 
     def _sample_frames(
         self,
-        tokens,
-        is_target,
-        cond,
-        cache,
-        steps,
-        sampler=None,
-        guidance=1.0,
-        noise=None,
-        generator=None,
-    ):
-        """Sample the ``is_target`` frames (B, F) of ``tokens`` given the rest (clean) and the cache."""
+        tokens: Tensor,
+        is_target: Tensor,
+        cond: Conditioning,
+        cache: KVCache | None,
+        steps: int,
+        sampler: str | None = None,
+        guidance: float = 1.0,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Sample the ``is_target`` frames (B, F) of ``tokens`` (B, N, P) given the other,
+        clean frames and the cache. Guidance drops the sampled frames' actions and
+        instruction; cached context keys are shared by both branches."""
         tgt = is_target.gather(1, cond.layout.token_frame)[..., None]  # (B, N, 1)
 
         def denoiser_for(c: Conditioning) -> DenoiseFn:
