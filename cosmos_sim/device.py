@@ -120,18 +120,31 @@ def measure_cpu(dtype: torch.dtype | None) -> tuple[float, float]:
 
 
 def probe_cpu(refresh: bool = False) -> dict:
-    """Measure (or read the cached) fp32 vs bf16 speed on this CPU; pick the faster dtype."""
+    """Measure (or read the cached) fp32 vs bf16 speed on this CPU; pick the faster dtype.
+
+    ``refresh`` measures again and keeps, per figure, the best of the old and new
+    measurement: on a shared machine a peak can only be under-measured, never over.
+    """
     path = _cache_path()
-    if path.exists() and not refresh:
+    old = None
+    if path.exists():
         try:
-            return json.loads(path.read_text())
+            old = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
-            pass
+            old = None
+        if old is not None and not refresh:
+            return old
     mm32, conv32 = measure_cpu(None)
     try:
         mm16, conv16 = measure_cpu(torch.bfloat16)
     except RuntimeError:  # no bf16 kernels at all
         mm16, conv16 = 0.0, 0.0
+    if old is not None:
+        mm32, mm16 = max(mm32, old["matmul_flops"]["fp32"]), max(mm16, old["matmul_flops"]["bf16"])
+        conv32, conv16 = (
+            max(conv32, old["conv_flops"]["fp32"]),
+            max(conv16, old["conv_flops"]["bf16"]),
+        )
     native = _native_bf16()
     if native is None:  # flags unknown: trust the timing alone
         # bf16 must win on both the matmul and the conv (the tokenizer is convolutional).

@@ -216,3 +216,35 @@ def test_ddp_two_processes_run_two_steps(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "rank 0 world 2 step 2" in res.stdout and "rank 1 world 2 step 2" in res.stdout
     assert ckpt.latest_checkpoint(tmp_path / "out").name == "step-00000002"
+
+
+def test_precision_override_and_cache(monkeypatch, tmp_path):
+    from cosmos_sim import device
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(
+        device, "measure_cpu", lambda dtype: (1e11, 1e11) if dtype is None else (2e11, 2e11)
+    )
+    monkeypatch.setattr(device, "_native_bf16", lambda: True)
+    assert device.precision("cpu").name == "bf16" and device.precision("cpu").peak_flops == 2e11
+    assert list(tmp_path.glob("cosmos_sim/precision-*.json"))  # cached as JSON
+    monkeypatch.setattr(device, "_native_bf16", lambda: False)  # the cache answers, no re-measure
+    assert device.precision("cpu").name == "bf16"
+    monkeypatch.setenv("COSMOS_SIM_PRECISION", "fp32")
+    p = device.precision("cpu")
+    assert p.name == "fp32" and p.autocast_dtype is None and p.peak_flops == 1e11
+    monkeypatch.setenv("COSMOS_SIM_PRECISION", "fp8")
+    with pytest.raises(ConfigError, match="COSMOS_SIM_PRECISION"):
+        device.precision("cpu")
+
+
+def test_avx2_only_cpu_picks_fp32(monkeypatch, tmp_path):
+    from cosmos_sim import device
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    # an AVX2-only CPU: bf16 emulated, ~10× slower than fp32
+    monkeypatch.setattr(
+        device, "measure_cpu", lambda dtype: (1e11, 1e11) if dtype is None else (1e10, 1e10)
+    )
+    monkeypatch.setattr(device, "_native_bf16", lambda: False)
+    assert device.precision("cpu").name == "fp32"
