@@ -7,6 +7,7 @@ on stderr — file, field, expected vs found — and exit code 2, never a traceb
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -363,6 +364,8 @@ def train_tokenizer_cmd(
         lr=lr,
         init_from=init,
     )
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
     console.print(
         f"step {summary['step']}  loss {summary['loss']:.4f}  PSNR {summary.get('psnr', 0):.2f} dB  "
         f"{summary['samples_per_s']:.1f} samples/s  MFU {100 * summary['mfu']:.0f}%  → {out}"
