@@ -218,7 +218,10 @@ class KVCache:
     Attention is block-causal, so a context token's keys/values never depend on the frames
     being denoised: they are computed once (``prefill``) and read by every denoising step;
     after an env step the newly generated frame is appended as clean context, and
-    :meth:`keep_last` drops the oldest frames to hold a sliding window.
+    :meth:`keep_last` drops the oldest frames to hold a sliding window. (Exact until the
+    first drop; after it, the kept frames' deeper keys still carry what they saw of the
+    dropped frames — a longer memory than re-encoding the window would give, like
+    StreamingLLM-style caches.)
     """
 
     def __init__(self, n_layers: int) -> None:
