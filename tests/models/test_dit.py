@@ -281,3 +281,29 @@ def test_latent_rollout_equals_uncached_generation():
         seq = torch.cat([seq, nxt[:, None]], 1)
     with pytest.raises(ActionError, match="actions"):
         roll.step(torch.zeros(2, 4, 2))
+
+
+def test_end_to_end_with_the_tokenizer_latent_layout():
+    """Video (1 + 4k frames) → tokenizer latents + action chunks → a training step → a
+    rollout step → decoded frames: the shapes line up with the tokenizer's contract."""
+    from cosmos_sim.conditioning.actions import chunk_actions
+    from cosmos_sim.models.diffusion import LatentRollout
+    from cosmos_sim.models.tokenizer import TokenizerConfig, VideoTokenizer
+
+    torch.manual_seed(0)
+    tok = VideoTokenizer(
+        TokenizerConfig(width=16, width_low=32, enc_blocks=(1, 1), dec_blocks=(1, 1))
+    ).eval()
+    video = torch.rand(2, 9, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        latents = tok.encode(video)  # (2, 3, 16, 4, 4)
+    actions = torch.stack([chunk_actions(torch.randn(9, 3)) for _ in range(2)])  # (2, 3, 4, 3)
+    cfg = WorldModelConfig(dit=DiTConfig(dim=48, depth=1, heads=2, action_dim=3))
+    m = DiffusionWorldModel(cfg)
+    loss, _ = m.training_step(dict(latents=latents, n_context=2, actions=actions))
+    loss.backward()
+    roll = LatentRollout(m.eval(), latents[:, :2])
+    frame, _ = roll.step(actions[:, 2])
+    with torch.no_grad():
+        decoded = tok.decode(torch.cat([latents[:, :2], frame[:, None]], 1))
+    assert frame.shape == (2, 16, 4, 4) and decoded.shape == (2, 9, 3, 32, 32)
