@@ -308,8 +308,13 @@ def write_card(
     data_note: str,
     hardware_note: str,
     bench: dict | None = None,
+    earlier_runs: tuple[Path, ...] = (),
 ) -> Path:
-    """card.md: what the model is, the data, the exact command, wall time, metrics, curve."""
+    """card.md: what the model is, the data, the exact command, wall time, metrics, curve.
+
+    ``earlier_runs``: runs this one was initialised from (``--init``), oldest first; their
+    curves are listed too and their wall time counted.
+    """
     from cosmos_sim.training import checkpoint as ckpt
 
     meta = zoo.read_config(model_dir)
@@ -350,10 +355,28 @@ def write_card(
         "| step | loss | train PSNR dB | lr | wall time min | MFU |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [
-        f"| {r['step']} | {r['loss']:.4f} | {r['psnr']:.2f} | {r['lr']:.2e} | {r['wall_time_s'] / 60:.1f} | {100 * r['mfu']:.0f}% |"
-        for r in curve
-    ]
+
+    def table(rows: list[dict]) -> list[str]:
+        return [
+            f"| {r['step']} | {r['loss']:.4f} | {r['psnr']:.2f} | {r['lr']:.2e} | {r['wall_time_s'] / 60:.1f} | {100 * r['mfu']:.0f}% |"
+            for r in rows
+        ]
+
+    if earlier_runs:
+        lines = lines[:-2]
+        total = last["wall_time_s"]
+        for i, run_i in enumerate([*earlier_runs, run_dir]):
+            rows = training_curve(run_i)
+            total += rows[-1]["wall_time_s"] if run_i != run_dir else 0
+            lines += [
+                f"Schedule {i + 1} (`{run_i}`):",
+                "",
+                "| step | loss | train PSNR dB | lr | wall time min | MFU |",
+            ]
+            lines += ["|---:|---:|---:|---:|---:|---:|", *table(rows), ""]
+        lines += [f"Total training wall time over all schedules: {total / 60:.0f} min."]
+    else:
+        lines += table(curve)
     if bench:
         h = bench["h264_at_same_bpp"]
         lines += [
