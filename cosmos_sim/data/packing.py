@@ -100,6 +100,24 @@ class TokenBatch:
     patch_size: int = 1
     channels: int = 16
 
+    def to(self, device: torch.device | str) -> TokenBatch:
+        """The same batch with every tensor on ``device`` (pack_clips builds on the CPU)."""
+        moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.__dict__.items()}
+        lay = self.layout
+        moved["layout"] = SequenceLayout(
+            *(
+                t.to(device)
+                for t in (
+                    lay.frame_time,
+                    lay.frame_view,
+                    lay.frame_doc,
+                    lay.token_frame,
+                    lay.token_hw,
+                )
+            )
+        )
+        return TokenBatch(**moved)
+
     @property
     def n_pad_tokens(self) -> int:
         return int((self.layout.token_doc < 0).sum())

@@ -195,6 +195,7 @@ def sample(
     sampler: str = "euler",
     generator: torch.Generator | None = None,
     noise: Tensor | None = None,
+    device: torch.device | str = "cpu",
 ) -> Tensor:
     """Draw x = σ_max·n, n ~ N(0, I) of ``shape`` (or the given ``noise``), integrate to σ = 0."""
     if sampler not in SAMPLERS:
@@ -202,7 +203,7 @@ def sample(
             "unknown sampler", field="sampler", expected=list(SAMPLERS), found=sampler
         )
     sigmas = karras_sigmas(steps, cfg.sigma_min, cfg.sigma_max, cfg.rho)
-    n = noise if noise is not None else torch.randn(shape, generator=generator)
+    n = noise if noise is not None else torch.randn(shape, generator=generator).to(device)
     x = n * sigmas[0]
     return SAMPLERS[sampler](denoise, x, sigmas)
 
@@ -275,8 +276,8 @@ class DiffusionWorldModel(nn.Module):
 
     def token_batch(self, batch: dict) -> TokenBatch:
         """The batch as token rows (a plain batch is one clip per row)."""
-        if "packed" in batch:
-            return batch["packed"]
+        if "packed" in batch:  # the Trainer moves tensors, not dataclasses: do it here
+            return batch["packed"].to(self.denoiser.inner_model.x_embed.weight.device)
         latents = batch["latents"]
         b, t, c, _, _ = latents.shape
         if c != self.cfg.dit.latent_channels:
@@ -313,14 +314,16 @@ class DiffusionWorldModel(nn.Module):
                     get("noise", i),
                 )
             )
-        return pack_clips(clips, self.cfg.dit.patch_size, [[i] for i in range(b)])
+        tb = pack_clips(clips, self.cfg.dit.patch_size, [[i] for i in range(b)])
+        return tb.to(latents.device)
 
     def drop_conditions(self, tb: TokenBatch, cond: Conditioning) -> Conditioning:
         """Classifier-free guidance training: drop each clip's actions / instruction at random."""
         n_docs = int(tb.layout.frame_doc.max()) + 1
         b = tb.tokens.shape[0]
-        keep_a = torch.rand(b, n_docs) >= self.cfg.p_drop_action
-        keep_i = torch.rand(b, n_docs) >= self.cfg.p_drop_instruction
+        dev = tb.tokens.device
+        keep_a = torch.rand(b, n_docs, device=dev) >= self.cfg.p_drop_action
+        keep_i = torch.rand(b, n_docs, device=dev) >= self.cfg.p_drop_instruction
         has_action = tb.has_action & keep_a.gather(1, tb.layout.frame_doc.clamp_min(0))
         words = tb.instruction_doc >= 0
         keep_word = keep_i.gather(1, tb.instruction_doc.clamp_min(0)) | (
@@ -397,6 +400,7 @@ class DiffusionWorldModel(nn.Module):
             sampler or self.cfg.sampler,
             generator,
             noise,
+            tokens.device,
         )
         return torch.where(tgt, x, tokens)
 
@@ -452,7 +456,7 @@ class DiffusionWorldModel(nn.Module):
         cache = cache if cache is not None else self.dit.new_cache()
         cond = Conditioning.from_batch(context)
         cond = replace(cond, has_action=torch.zeros_like(context.has_action))  # clean: no action
-        sigma = torch.zeros(context.layout.frame_doc.shape)
+        sigma = torch.zeros(context.layout.frame_doc.shape, device=context.tokens.device)
         _, hidden = self.denoiser(context.tokens, sigma, cond, cache=cache, write_cache=True)
         if self.action_head is None:
             return cache, None
@@ -534,11 +538,11 @@ class LatentRollout:
         m = self.model
         b = self.cache.doc.shape[0]
         batch = dict(
-            latents=torch.zeros(b, 1, *self.latent_shape),
+            latents=torch.zeros(b, 1, *self.latent_shape, device=self.cache.doc.device),
             n_context=0,
             actions=None if action_chunk is None else action_chunk[:, None],
             rays=None if rays is None else rays[:, None],
-            time=torch.full((b, 1), self.time),
+            time=torch.full((b, 1), self.time, device=self.cache.doc.device),
             instruction_ids=self.instruction_ids,
         )
         target = m.token_batch(batch)
