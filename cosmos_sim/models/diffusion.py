@@ -211,6 +211,9 @@ def sample(
 # --- The diffusion world model: DiT + heads + EDM, trained through the one Trainer ----------
 
 
+GUIDE_ALL = ("actions", "instruction")  # what classifier-free guidance drops by default
+
+
 @dataclass
 class WorldModelConfig:
     """The world model: network sizes, noise schedule and the training-time options."""
@@ -335,14 +338,15 @@ class DiffusionWorldModel(nn.Module):
         return replace(cond, has_action=has_action, instruction_doc=doc)
 
     @staticmethod
-    def unconditional(cond: Conditioning) -> Conditioning:
-        """The same conditioning with actions and instruction dropped (for guidance)."""
-        doc = cond.instruction_doc
-        if doc is not None:
+    def unconditional(cond: Conditioning, drop: tuple[str, ...] = GUIDE_ALL) -> Conditioning:
+        """The same conditioning with ``drop`` ⊆ ("actions", "instruction") removed (guidance)."""
+        doc, has_action = cond.instruction_doc, cond.has_action
+        if doc is not None and "instruction" in drop:
             doc = torch.where(
                 cond.instruction_ids == NULL_INSTRUCTION, doc, torch.full_like(doc, -1)
             )
-        has_action = None if cond.has_action is None else torch.zeros_like(cond.has_action)
+        if has_action is not None and "actions" in drop:
+            has_action = torch.zeros_like(has_action)
         return replace(cond, has_action=has_action, instruction_doc=doc)
 
     @torch.no_grad()
@@ -378,10 +382,11 @@ class DiffusionWorldModel(nn.Module):
         guidance: float = 1.0,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
+        guide: tuple[str, ...] = GUIDE_ALL,
     ) -> Tensor:
         """Sample the ``is_target`` frames (B, F) of ``tokens`` (B, N, P) given the other,
-        clean frames and the cache. Guidance drops the sampled frames' actions and
-        instruction; cached context keys are shared by both branches."""
+        clean frames and the cache. Guidance drops the sampled frames' ``guide`` conditions
+        (actions and/or instruction); cached context keys are shared by both branches."""
         tgt = is_target.gather(1, cond.layout.token_frame)[..., None]  # (B, N, 1)
 
         def denoiser_for(c: Conditioning) -> DenoiseFn:
@@ -391,7 +396,8 @@ class DiffusionWorldModel(nn.Module):
 
             return denoise
 
-        denoise = guided(denoiser_for(cond), denoiser_for(self.unconditional(cond)), guidance)
+        uncond = self.unconditional(cond, guide)
+        denoise = guided(denoiser_for(cond), denoiser_for(uncond), guidance)
         x = sample(
             denoise,
             tokens.shape,
@@ -475,12 +481,14 @@ class DiffusionWorldModel(nn.Module):
         guidance: float = 1.0,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
+        guide: tuple[str, ...] = GUIDE_ALL,
     ) -> Tensor:
         """Sample the target frames of ``batch`` (B, N, P) tokens; context frames are kept.
 
         With a ``cache`` (from :meth:`prefill`), ``batch`` usually holds only the frames to
         predict (``n_context=0``, times continuing the context's); without one it holds the
-        whole clip, and every denoising step recomputes the context.
+        whole clip, and every denoising step recomputes the context. ``guidance`` w > 1
+        extrapolates away from the prediction without ``guide`` (actions and/or instruction).
         """
         cond = Conditioning.from_batch(batch)
         return self._sample_frames(
@@ -493,6 +501,7 @@ class DiffusionWorldModel(nn.Module):
             guidance,
             noise,
             generator,
+            guide,
         )
 
 

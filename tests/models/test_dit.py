@@ -307,3 +307,22 @@ def test_end_to_end_with_the_tokenizer_latent_layout():
     with torch.no_grad():
         decoded = tok.decode(torch.cat([latents[:, :2], frame[:, None]], 1))
     assert frame.shape == (2, 16, 4, 4) and decoded.shape == (2, 9, 3, 32, 32)
+
+
+def test_guidance_can_drop_actions_or_instruction_separately():
+    m = tiny_model()
+    tb = m.token_batch(grid_batch())
+    cond = Conditioning.from_batch(tb)
+    only_actions = m.unconditional(cond, ("actions",))
+    assert not only_actions.has_action.any() and torch.equal(
+        only_actions.instruction_doc, cond.instruction_doc
+    )
+    only_text = m.unconditional(cond, ("instruction",))
+    assert torch.equal(only_text.has_action, cond.has_action)
+    assert (only_text.instruction_doc >= 0).sum() == 2  # the null word of each clip
+    noise = torch.randn_like(tb.tokens)
+    plain = m.generate(tb, noise=noise)
+    assert torch.equal(m.generate(tb, noise=noise, guidance=1.0, guide=("actions",)), plain)
+    guided_a = m.generate(tb, noise=noise, guidance=3.0, guide=("actions",))
+    guided_i = m.generate(tb, noise=noise, guidance=3.0, guide=("instruction",))
+    assert not torch.equal(guided_a, plain) and not torch.equal(guided_a, guided_i)
