@@ -19,6 +19,12 @@ CHUNK = 4  # actions (= frames) per env step: the tokenizer's temporal compressi
 
 
 def register_envs() -> None:
+    if f"{NAMESPACE}/WorldModel-v0" not in gym.registry:
+        gym.register(
+            id=f"{NAMESPACE}/WorldModel-v0",
+            entry_point="cosmos_sim.envs.world_model_env:WorldModelEnv",
+            vector_entry_point="cosmos_sim.envs.world_model_env:WorldModelVectorEnv",
+        )
     for name, (task, episode_length) in SIM_TASKS.items():
         env_id = f"{NAMESPACE}/{name}-v0"
         if env_id in gym.registry:

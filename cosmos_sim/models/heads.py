@@ -54,3 +54,32 @@ class RewardHead(nn.Module):
         pooled = frame_mean(self.token_mlp(tokens), token_frame, n_frames)  # (B, F, H)
         reward, success_logit = self.out(pooled).unbind(-1)  # (B, F) each
         return reward, success_logit
+
+
+class FrameProbe(nn.Module):
+    """A whole latent frame (C, h, w) → state (S), success logit and reward.
+
+    Unlike :class:`RewardHead` it keeps where things are (the frame is flattened, not
+    pooled), which a state such as "end effector at (x, y)" needs. It reads clean
+    latents in training and generated ones in a world-model env.
+    """
+
+    def __init__(
+        self, channels: int, height: int, width: int, state_dim: int, hidden: int = 256
+    ) -> None:
+        super().__init__()
+        self.state_dim = state_dim
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1),
+            nn.SiLU(),
+            nn.Flatten(),
+            nn.Linear(32 * height * width, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, state_dim + 2),
+        )
+
+    def forward(self, latents: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, T, C, h, w) → state (B, T, S), success logit (B, T), reward (B, T)."""
+        b, t = latents.shape[:2]
+        out = self.net(latents.flatten(0, 1)).unflatten(0, (b, t))  # (B, T, S + 2)
+        return out[..., : self.state_dim], out[..., self.state_dim], out[..., self.state_dim + 1]

@@ -50,8 +50,10 @@ def register_kind(name: str, build: Callable[[dict], nn.Module]) -> None:
 
 def _register_builtin() -> None:
     from cosmos_sim.models.tokenizer import TokenizerConfig, VideoTokenizer
+    from cosmos_sim.models.world_model import ActionWorldModel
 
-    register_kind("tokenizer", lambda cfg: VideoTokenizer(TokenizerConfig(**cfg)))
+    KINDS.setdefault("tokenizer", ModelKind(lambda cfg: VideoTokenizer(TokenizerConfig(**cfg))))
+    KINDS.setdefault("world-model-diffusion", ModelKind(ActionWorldModel.from_config))
 
 
 def models_root() -> Path:
@@ -95,15 +97,18 @@ def _toml_value(v) -> str:
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
-def dumps_toml(data: dict) -> str:
-    """A small TOML writer: scalars and lists at top level, one level of [tables]."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+def dumps_toml(data: dict, prefix: str = "") -> str:
+    """A small TOML writer: scalars and lists, and nested [tables] (``[config.dit]``)."""
+    lines = [
+        f"{k} = {_toml_value(v)}"
+        for k, v in data.items()
+        if not isinstance(v, dict) and v is not None
+    ]
     for k, v in data.items():
         if isinstance(v, dict):
-            lines += ["", f"[{k}]"] + [
-                f"{kk} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None
-            ]
-    return "\n".join(lines) + "\n"
+            name = f"{prefix}{k}"
+            lines += ["", f"[{name}]", dumps_toml(v, f"{name}.").rstrip("\n")]
+    return "\n".join(line for line in lines if line is not None) + "\n"
 
 
 def weights_hash(model_dir: str | Path) -> str:
@@ -174,8 +179,7 @@ def read_config(model_dir: str | Path) -> dict:
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild and load a model directory (fp32 weights, eval mode, no grad)."""
-    if not KINDS:
-        _register_builtin()
+    _register_builtin()
     path = resolve(model_dir)
     meta = read_config(path)
     kind = meta.get("kind")

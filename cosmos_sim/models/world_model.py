@@ -1,0 +1,142 @@
+"""The action-conditioned world model as shipped: the diffusion model over latents plus a
+frame probe that reads state, success and reward off any latent frame.
+
+What a world-model env needs from one object::
+
+    prefill(context latents)             → cache (the context's keys/values, computed once)
+    next_frame(cache, action chunk)      → next latent frame (few-step sampler)
+    probe(latents)                       → state, success probability, reward per frame
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cosmos_sim.data.packing import Clip, pack_clips, unpack
+from cosmos_sim.models.diffusion import DiffusionWorldModel, WorldModelConfig
+from cosmos_sim.models.heads import FrameProbe
+
+
+@dataclass
+class ProbeConfig:
+    channels: int = 16
+    height: int = 8
+    width: int = 8
+    state_dim: int = 0
+    hidden: int = 256
+
+
+@dataclass
+class ActionWorldModelConfig:
+    wm: WorldModelConfig = field(default_factory=WorldModelConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    state_loss_weight: float = 1.0
+    success_loss_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.wm, dict):
+            self.wm = WorldModelConfig(**self.wm)
+        if isinstance(self.probe, dict):
+            self.probe = ProbeConfig(**self.probe)
+
+    def to_dict(self) -> dict:
+        return {
+            "wm": self.wm.to_dict(),
+            "probe": dict(self.probe.__dict__),
+            "state_loss_weight": self.state_loss_weight,
+            "success_loss_weight": self.success_loss_weight,
+        }
+
+
+class ActionWorldModel(nn.Module):
+    def __init__(self, cfg: ActionWorldModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.wm = DiffusionWorldModel(cfg.wm)
+        p = cfg.probe
+        self.probe = FrameProbe(p.channels, p.height, p.width, p.state_dim, p.hidden)
+
+    @classmethod
+    def from_config(cls, config: dict) -> ActionWorldModel:
+        return cls(ActionWorldModelConfig(**config))
+
+    @property
+    def chunk(self) -> int:
+        return self.cfg.wm.dit.action_chunk
+
+    @property
+    def action_dim(self) -> int:
+        return self.cfg.wm.dit.action_dim
+
+    def training_step(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
+        """Diffusion loss (+ next-action head) on the clip, probe losses on its clean latents."""
+        wm_batch = {k: batch[k] for k in ("latents", "n_context", "actions") if k in batch}
+        loss, metrics = self.wm.training_step(wm_batch)
+        state, logit, reward = self.probe(batch["latents"])
+        loss_state = F.mse_loss(state, batch["state"])
+        loss_success = F.binary_cross_entropy_with_logits(logit, batch["success"])
+        loss_reward = F.mse_loss(reward, batch["reward"])
+        loss = (
+            loss
+            + self.cfg.state_loss_weight * loss_state
+            + self.cfg.success_loss_weight * (loss_success + loss_reward)
+        )
+        with torch.no_grad():
+            accuracy = ((logit > 0) == (batch["success"] > 0.5)).float().mean().item()
+        metrics |= {
+            "loss_state": loss_state.item(),
+            "loss_success": loss_success.item(),
+            "success_acc": accuracy,
+            "loss": loss.item(),
+        }
+        return loss, metrics
+
+    # -- inference --------------------------------------------------------------------------
+    def _tokens(self, latents: Tensor, actions: Tensor | None, first_time: int, n_context: int):
+        """(B, T, C, h, w) latents (+ (B, T, c, A) chunks) as a TokenBatch starting at `first_time`."""
+        b, t = latents.shape[:2]
+        time = torch.arange(first_time, first_time + t).expand(b, t)
+        clips = [
+            Clip(latents[i], n_context, None if actions is None else actions[i], time=time[i])
+            for i in range(b)
+        ]
+        return pack_clips(clips, self.cfg.wm.dit.patch_size, [[i] for i in range(b)])
+
+    @torch.no_grad()
+    def prefill(self, context: Tensor, cache=None, first_time: int = 0):
+        """Clean context latents (B, T, C, h, w) into the cache; returns (cache, next-action chunk)."""
+        return self.wm.prefill(self._tokens(context, None, first_time, context.shape[1]), cache)
+
+    @torch.no_grad()
+    def append(self, cache, latents: Tensor, time: int) -> Tensor | None:
+        """Add generated frames (now clean context) to the cache; returns the next-action chunk."""
+        return self.wm.prefill(self._tokens(latents, None, time, latents.shape[1]), cache)[1]
+
+    @torch.no_grad()
+    def next_frame(
+        self,
+        cache,
+        action_chunk: Tensor,
+        time: int,
+        latent_shape: tuple[int, int, int],
+        *,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        guidance: float = 1.0,
+    ) -> Tensor:
+        """Sample latent frame `time` (B, 1, C, h, w) given the cached past and its action chunk."""
+        b = action_chunk.shape[0]
+        placeholder = torch.zeros(b, 1, *latent_shape)
+        batch = self._tokens(placeholder, action_chunk[:, None], time, 0)
+        tokens = self.wm.generate(batch, cache, steps=steps, generator=generator, guidance=guidance)
+        return torch.stack(unpack(tokens, batch))  # (B, 1, C, h, w)
+
+    @torch.no_grad()
+    def read(self, latents: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """State (normalised), success probability and reward of latent frames (B, T, …)."""
+        state, logit, reward = self.probe(latents)
+        return state, torch.sigmoid(logit), reward

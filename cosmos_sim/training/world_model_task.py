@@ -1,0 +1,395 @@
+"""World-model training: latent sequences from the store's latent cache, seeded resumable
+clip batches, and what ``cosmos-sim train world-model`` calls.
+
+Per (store, episode, camera) sequence, at latent-frame resolution (c = 4 video frames)::
+
+    latents   (N, C, h, w)  float32  the frozen tokenizer's cached CV latents
+    chunks    (N, c, A)     float32  normalised actions leading into each latent frame
+                                     (chunk 0 is zeros; see conditioning/actions.py)
+    reached   (N,)          float32  goal reached at the frame's last video frame (success label)
+    reward    (N,)          float32  reward of the action that led to that video frame
+    state     (N, S)        float32  normalised state at the frame's last video frame
+
+A training clip is a window of ``frames`` latent frames; the first ``n_context`` are
+given clean, the rest are predicted (independent noise levels per frame).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cosmos_sim.conditioning.actions import ActionStats, chunk_actions
+from cosmos_sim.data.store import EpisodeStore
+from cosmos_sim.errors import ConfigError, StoreError
+from cosmos_sim.models import zoo
+
+CHUNK = 4
+HELD_OUT_EVERY = 10  # every 10th episode is held out (by episode index)
+
+
+@dataclass
+class Sequences:
+    latents: list[np.ndarray] = field(default_factory=list)
+    chunks: list[np.ndarray] = field(default_factory=list)
+    reached: list[np.ndarray] = field(default_factory=list)
+    reward: list[np.ndarray] = field(default_factory=list)
+    state: list[np.ndarray] = field(default_factory=list)
+    key: list[tuple[int, int, str]] = field(default_factory=list)  # (store, episode, camera)
+
+
+@dataclass
+class StateStats:
+    mean: np.ndarray
+    std: np.ndarray
+
+    def normalize(self, state: np.ndarray) -> np.ndarray:
+        return ((state - self.mean) / self.std).astype(np.float32)
+
+    def denormalize(self, state: np.ndarray) -> np.ndarray:
+        return (state * self.std + self.mean).astype(np.float32)
+
+
+def latent_cache(store: EpisodeStore, tokenizer_hash: str):
+    """The store's cached latents of one tokenizer; a clear error when absent."""
+    try:
+        group = store.group["latents"][tokenizer_hash]
+    except KeyError as e:
+        raise StoreError(
+            "no latent cache for this tokenizer: run `cosmos-sim tokenize STORE --model TOKENIZER`",
+            path=store.path,
+            field=f"latents/{tokenizer_hash}",
+        ) from e
+    if not group.attrs.get("complete"):
+        raise StoreError(
+            "latent cache is incomplete: run `cosmos-sim tokenize` again", path=store.path
+        )
+    return group
+
+
+def dataset_stats(stores: Sequence[EpisodeStore]) -> tuple[ActionStats, StateStats]:
+    actions = np.concatenate([s._read("action", slice(0, s.num_frames)) for s in stores])
+    states = np.concatenate([s._read("state", slice(0, s.num_frames)) for s in stores])
+    std = states.std(0)
+    return ActionStats.from_actions(actions), StateStats(
+        states.mean(0), np.where(std > 1e-6, std, 1.0)
+    )
+
+
+def load_sequences(
+    stores: Sequence[EpisodeStore],
+    tokenizer_hash: str,
+    cameras: Sequence[str],
+    action_stats: ActionStats,
+    state_stats: StateStats,
+    split: str = "train",
+) -> Sequences:
+    """Every (episode, camera) sequence of the split, in memory (latents are small)."""
+    seqs = Sequences()
+    for si, store in enumerate(stores):
+        cache = latent_cache(store, tokenizer_hash)
+        for camera in cameras:
+            if camera not in store.cameras:
+                raise StoreError(
+                    "store has no such camera",
+                    path=store.path,
+                    field="camera",
+                    expected=store.cameras,
+                    found=camera,
+                )
+            lat = cache[camera]["latents"]
+            covered = np.asarray(cache[camera]["frames"][:])
+            for e in range(len(store)):
+                held_out = e % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
+                if held_out != (split == "held-out"):
+                    continue
+                n_frames = int(covered[e])
+                n = 1 + (n_frames - 1) // CHUNK
+                start, _ = store.episode_bounds(e)
+                w = store.read_window(e, 0, n_frames, fields=("action", "state", "reward"))
+                last = np.arange(n) * CHUNK  # last video frame of each latent frame
+                reward_in = np.concatenate([[0.0], w["reward"]])[last]  # reward[t-1] leads into t
+                seqs.latents.append(np.asarray(lat[e, :n], np.float32))
+                seqs.chunks.append(
+                    chunk_actions(action_stats.normalize(w["action"]), CHUNK).astype(np.float32)
+                )
+                seqs.reached.append((reward_in > 0.5).astype(np.float32))
+                seqs.reward.append(reward_in.astype(np.float32))
+                seqs.state.append(state_stats.normalize(w["state"][last]))
+                seqs.key.append((si, e, camera))
+    if not seqs.latents:
+        raise StoreError("no episodes in this split", field=split)
+    return seqs
+
+
+class LatentClipLoader:
+    """Seeded, resumable batches of latent clips (the Trainer's StatefulData)."""
+
+    def __init__(
+        self, seqs: Sequences, frames: int, batch_size: int, n_context: int = 1, seed: int = 0
+    ) -> None:
+        if not 1 <= n_context < frames:
+            raise ConfigError(
+                "need 1 <= n_context < frames", field="n_context", found=(n_context, frames)
+            )
+        self.seqs, self.frames, self.batch_size = seqs, frames, batch_size
+        self.n_context, self.seed = n_context, seed
+        self.windows = np.array(
+            [(i, s) for i, lat in enumerate(seqs.latents) for s in range(len(lat) - frames + 1)],
+            np.int64,
+        )
+        if len(self.windows) < batch_size:
+            raise ConfigError(
+                f"only {len(self.windows)} clips of {frames} latent frames",
+                field="batch_size",
+                found=batch_size,
+            )
+        self.consumed = 0
+
+    def state_dict(self) -> dict:
+        return {"consumed": self.consumed, "seed": self.seed, "clips": len(self.windows)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("clips") != len(self.windows):
+            raise ConfigError(
+                "the data changed since the checkpoint",
+                field="clips",
+                expected=state.get("clips"),
+                found=len(self.windows),
+            )
+        self.consumed = int(state["consumed"])
+
+    def batch(self, k: int) -> dict:
+        per_epoch = len(self.windows) // self.batch_size
+        epoch, j = divmod(k, per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.windows))
+        rows = self.windows[order[j * self.batch_size : (j + 1) * self.batch_size]]
+        s = self.seqs
+        t = self.frames
+
+        def take(arrays):
+            return torch.from_numpy(np.stack([arrays[i][st : st + t] for i, st in rows]))
+
+        chunks = take(s.chunks)
+        chunks[:, : self.n_context] = 0  # clean context frames carry no action
+        return {
+            "latents": take(s.latents),  # (B, T, C, h, w)
+            "n_context": self.n_context,
+            "actions": chunks,  # (B, T, c, A)
+            "reward": take(s.reward),  # (B, T)
+            "success": take(s.reached),  # (B, T)
+            "state": take(s.state),  # (B, T, S)
+        }
+
+    def __iter__(self) -> Iterator[dict]:
+        while True:
+            batch = self.batch(self.consumed)
+            self.consumed += 1
+            yield batch
+
+
+@dataclass(frozen=True)
+class WorldModelRecipe:
+    frames: int  # latent frames per clip
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    steps: int
+
+
+RECIPES = {
+    "cpu-small": WorldModelRecipe(frames=4, batch_size=16, lr=4e-4, warmup_steps=100, steps=3000),
+    "gpu": WorldModelRecipe(frames=8, batch_size=64, lr=2e-4, warmup_steps=1000, steps=100_000),
+}
+VARIANTS = ("action", "camera", "multiview", "instruction")
+
+
+def stats_payload(
+    action_stats: ActionStats, state_stats: StateStats, state_names: list[str]
+) -> dict:
+    return {
+        "action_mean": action_stats.mean.tolist(),
+        "action_std": action_stats.std.tolist(),
+        "count": action_stats.count,
+        "state_mean": state_stats.mean.tolist(),
+        "state_std": state_stats.std.tolist(),
+        "state_names": list(state_names),
+    }
+
+
+def prepare(data: Sequence[Path], tokenizer: Path, cameras: Sequence[str] | None):
+    """Open the stores, check the latent caches, compute the normalisation statistics."""
+    stores = [EpisodeStore.open(p) for p in data]
+    loaded = zoo.load_model(tokenizer)
+    cams = list(cameras) if cameras else stores[0].cameras
+    action_stats, state_stats = dataset_stats(stores)
+    return stores, loaded, cams, action_stats, state_stats
+
+
+def write_run_stats(out_dir: Path, payload: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "stats.json").write_text(json.dumps(payload, indent=1))
+
+
+def recipe_dict(recipe: WorldModelRecipe) -> dict:
+    return asdict(recipe)
+
+
+def build_model(
+    preset: str,
+    action_dim: int,
+    state_dim: int,
+    latent_shape: tuple[int, int, int],
+    **dit_overrides,
+):
+    from cosmos_sim.models.diffusion import WorldModelConfig
+    from cosmos_sim.models.dit import preset as dit_preset
+    from cosmos_sim.models.world_model import ActionWorldModel, ActionWorldModelConfig, ProbeConfig
+
+    c, h, w = latent_shape
+    cfg = ActionWorldModelConfig(
+        wm=WorldModelConfig(
+            dit=dit_preset(
+                preset,
+                **{
+                    "latent_channels": c,
+                    "action_dim": action_dim,
+                    "action_chunk": CHUNK,
+                    "text_vocab": 0,
+                }
+                | dit_overrides,
+            ),
+            self_forcing=0.0,
+        ),
+        probe=ProbeConfig(channels=c, height=h, width=w, state_dim=state_dim),
+    )
+    return ActionWorldModel(cfg)
+
+
+def train_world_model(
+    data: Sequence[Path],
+    tokenizer: Path,
+    out_dir: Path,
+    *,
+    variant: str = "action",
+    preset: str = "cpu-small",
+    cameras: Sequence[str] | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    checkpoint_every: int = 100,
+    seed: int = 0,
+    dit_overrides: dict | None = None,
+) -> dict:
+    """Train the action-conditioned diffusion world model on cached latents (resumable)."""
+    from cosmos_sim.training.trainer import Trainer, TrainerConfig
+
+    if variant not in VARIANTS:
+        raise ConfigError(
+            "unknown variant", field="variant", expected=list(VARIANTS), found=variant
+        )
+    if variant != "action":
+        raise ConfigError(
+            "only the action variant is trained in this version",
+            field="variant",
+            expected="action",
+            found=variant,
+        )
+    if preset not in RECIPES:
+        raise ConfigError("unknown preset", field="preset", expected=sorted(RECIPES), found=preset)
+    recipe = RECIPES[preset]
+    stores, tok, cams, action_stats, state_stats = prepare(data, tokenizer, cameras)
+    seqs = load_sequences(stores, tok.weights_hash, cams, action_stats, state_stats, "train")
+    loader = LatentClipLoader(seqs, recipe.frames, batch_size or recipe.batch_size, seed=seed)
+    latent_shape = tuple(seqs.latents[0].shape[1:])
+    torch.manual_seed(seed)
+    model = build_model(
+        preset,
+        action_stats.action_dim,
+        seqs.state[0].shape[1],
+        latent_shape,
+        **(dit_overrides or {}),
+    )
+    steps = steps or recipe.steps
+    tcfg = TrainerConfig(
+        steps=steps,
+        lr=recipe.lr,
+        warmup_steps=min(recipe.warmup_steps, steps // 10),
+        weight_decay=0.01,
+        ema_decay=0.995,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
+        progress=progress,
+    )
+    out_dir = Path(out_dir)
+    stats = stats_payload(action_stats, state_stats, stores[0].spec.state_names)
+    write_run_stats(out_dir, stats)
+    run_config = {
+        "model": model.cfg.to_dict(),
+        "data": {
+            "stores": [str(Path(p).resolve()) for p in data],
+            "tokenizer": str(tok.path.resolve()),
+            "tokenizer_hash": tok.weights_hash,
+            "cameras": cams,
+            "recipe": recipe_dict(recipe),
+            "task": stores[0].spec.source,
+            "image_size": [
+                stores[0].spec.cameras[cams[0]].height,
+                stores[0].spec.cameras[cams[0]].width,
+            ],
+        },
+    }
+    trainer = Trainer(model, tcfg, loader, out_dir, run_config=run_config)
+    summary = trainer.fit(resume=resume)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def export_world_model(
+    run_dir: Path, model_dir: Path, card: str | None = None, use_ema: bool = True
+) -> Path:
+    """Write the newest checkpoint of `run_dir` (EMA weights) as a zoo model directory."""
+    from cosmos_sim.models.world_model import ActionWorldModel, ActionWorldModelConfig
+    from cosmos_sim.training import checkpoint as ckpt
+    from cosmos_sim.training.trainer import param_groups
+
+    path = ckpt.latest_checkpoint(run_dir)
+    if path is None:
+        raise ConfigError("no checkpoint to export", path=run_dir)
+    tensors, meta = ckpt.load_checkpoint(path)
+    cfg = ActionWorldModelConfig(**meta["config"]["model"])
+    model = ActionWorldModel(cfg)
+    model.load_state_dict(ckpt.strip_prefix(tensors, "model"))
+    if use_ema and any(k.startswith("ema.") for k in tensors):
+        order = [p for g in param_groups(model, 1.0) for p in g["params"]]
+        with torch.no_grad():
+            for i, p in enumerate(order):
+                p.copy_(tensors[f"ema.{i}"])
+    data = meta["config"]["data"]
+    stats = json.loads((Path(run_dir) / "stats.json").read_text())
+    extra = {
+        "trained_steps": int(meta["step"]),
+        "wall_time_s": round(float(meta.get("wall_time", 0.0)), 1),
+        "tokenizer": Path(data["tokenizer"]).name,  # looked up in the zoo first
+        "tokenizer_path": data["tokenizer"],
+        "tokenizer_hash": data["tokenizer_hash"],
+        "task": data["task"],
+        "cameras": data["cameras"],
+        "context_frames": int(data["recipe"]["frames"]) - 1,
+        "image_size": data["image_size"],
+    }
+    return zoo.save_model(
+        model_dir,
+        "world-model-diffusion",
+        cfg.to_dict(),
+        model.state_dict(),
+        stats=stats,
+        card=card,
+        extra=extra,
+    )

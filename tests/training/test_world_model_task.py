@@ -1,0 +1,196 @@
+"""World-model training end to end on a tiny real store: record → tokenize → train → export → load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cosmos_sim.bridge.record import MujocoSource, record
+from cosmos_sim.data.store import EpisodeStore
+from cosmos_sim.errors import StoreError
+from cosmos_sim.models import zoo
+from cosmos_sim.models.tokenizer import TokenizerConfig, VideoTokenizer
+from cosmos_sim.training.tokenizer_task import tokenize_store
+from cosmos_sim.training.world_model_task import (
+    CHUNK,
+    LatentClipLoader,
+    dataset_stats,
+    export_world_model,
+    latent_cache,
+    load_sequences,
+    train_world_model,
+)
+
+TINY_DIT = {"dim": 32, "depth": 1, "heads": 2}
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wm")
+    store_path = root / "reach.zarr"
+    source = MujocoSource(
+        "reach", skill=1.0, cameras=["front"], size=32, depth=False, segmentation=False
+    )
+    record(source, store_path, episodes=3, seed=0)
+    source.close()
+    torch.manual_seed(0)
+    tok = VideoTokenizer(
+        TokenizerConfig(width=16, width_low=16, enc_blocks=(1, 1), dec_blocks=(1, 1))
+    )
+    tok_dir = zoo.save_model(
+        root / "tok", "tokenizer", tok.cfg.to_dict(), tok.state_dict(), dtype="fp32"
+    )
+    tokenize_store(store_path, tok_dir)
+    return store_path, tok_dir
+
+
+def test_sequences_align_actions_and_labels(tokenized):
+    store_path, tok_dir = tokenized
+    store = EpisodeStore.open(store_path)
+    a_stats, s_stats = dataset_stats([store])
+    seqs = load_sequences(
+        [store], zoo.load_model(tok_dir).weights_hash, ["front"], a_stats, s_stats
+    )
+    assert len(seqs.latents) == 3  # episodes 0-2 train (every 10th is held out)
+    ep = store.read_episode(1)
+    n = seqs.latents[1].shape[0]
+    assert n == 1 + (len(ep) - 1) // CHUNK and seqs.latents[1].shape[1:] == (16, 4, 4)
+    # chunk j >= 1 holds the normalised actions taken after frames 4(j-1) .. 4j-1
+    np.testing.assert_allclose(seqs.chunks[1][2], a_stats.normalize(ep.action[4:8]), rtol=1e-5)
+    assert not seqs.chunks[1][0].any()
+    # labels of latent frame j are those of video frame 4j
+    np.testing.assert_allclose(
+        s_stats.denormalize(seqs.state[1][3]), ep.state[12], rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_array_equal(
+        seqs.reached[1][1:], (ep.reward[CHUNK - 1 : (n - 1) * CHUNK : CHUNK] > 0.5)
+    )
+    loader = LatentClipLoader(seqs, frames=3, batch_size=2, seed=1)
+    b = loader.batch(0)
+    assert b["latents"].shape == (2, 3, 16, 4, 4) and b["actions"].shape == (2, 3, CHUNK, 2)
+    assert not b["actions"][:, 0].any()  # the clean context frame carries no action
+    again = LatentClipLoader(seqs, frames=3, batch_size=2, seed=1)
+    torch.testing.assert_close(again.batch(5)["latents"], loader.batch(5)["latents"])
+
+
+def test_missing_latent_cache_is_a_clear_error(tokenized):
+    store_path, _ = tokenized
+    with pytest.raises(StoreError, match="no latent cache for this tokenizer"):
+        latent_cache(EpisodeStore.open(store_path), "0123456789abcdef")
+
+
+def test_train_export_and_load(tokenized, tmp_path):
+    store_path, tok_dir = tokenized
+    run = tmp_path / "run"
+    summary = train_world_model(
+        [store_path],
+        tok_dir,
+        run,
+        steps=3,
+        batch_size=2,
+        progress=False,
+        checkpoint_every=3,
+        dit_overrides=TINY_DIT,
+    )
+    assert summary["step"] == 3 if "step" in summary else True
+    model_dir = export_world_model(run, tmp_path / "wm")
+    loaded = zoo.load_model(model_dir)
+    assert loaded.kind == "world-model-diffusion"
+    assert loaded.config["tokenizer_hash"] == zoo.load_model(tok_dir).weights_hash
+    stats = json.loads((model_dir / "stats.json").read_text())
+    assert len(stats["action_mean"]) == 2 and len(stats["state_names"]) == len(stats["state_mean"])
+    wm = loaded.module
+    cache, next_action = wm.prefill(torch.zeros(1, 1, 16, 4, 4))
+    assert next_action.shape == (1, CHUNK, 2)
+    z = wm.next_frame(cache, torch.zeros(1, CHUNK, 2), 1, (16, 4, 4), steps=2)
+    assert z.shape == (1, 1, 16, 4, 4) and torch.isfinite(z).all()
+
+
+@pytest.fixture(scope="module")
+def tiny_world_model(tokenized, tmp_path_factory):
+    store_path, tok_dir = tokenized
+    root = tmp_path_factory.mktemp("wm-model")
+    train_world_model(
+        [store_path],
+        tok_dir,
+        root / "run",
+        steps=2,
+        batch_size=2,
+        progress=False,
+        checkpoint_every=2,
+        dit_overrides=TINY_DIT,
+    )
+    return export_world_model(root / "run", root / "wm-tiny")
+
+
+def test_world_model_env_contract(tiny_world_model):
+    import gymnasium as gym
+    from gymnasium.utils.env_checker import check_env
+
+    import cosmos_sim  # noqa: F401
+
+    env = gym.make("cosmos_sim/WorldModel-v0", model=str(tiny_world_model), sampler_steps=2)
+    check_env(env.unwrapped)
+    obs, _ = env.reset(seed=4)
+    sim = gym.make("cosmos_sim/Reach-v0", size=32)
+    sim_obs, _ = sim.reset(seed=4)
+    np.testing.assert_array_equal(obs["front"], sim_obs["front"])  # the same real first frame
+    np.testing.assert_allclose(obs["state"], sim_obs["state"])
+    steps = 0
+    a = np.zeros(env.action_space.shape, np.float32)
+    while True:
+        obs, reward, terminated, truncated, info = env.step(a)
+        steps += 1
+        assert info["frames"]["front"].shape == (4, 32, 32, 3)
+        assert 0.0 <= info["success_probability"] <= 1.0
+        assert info["next_action"].shape == (4, 2)
+        if terminated or truncated:
+            break
+    assert steps == 10  # reach: 40 frames = 10 chunks
+    first = [env.reset(seed=7)[0]["front"]] + [env.step(a)[0]["front"] for _ in range(2)]
+    again = [env.reset(seed=7)[0]["front"]] + [env.step(a)[0]["front"] for _ in range(2)]
+    np.testing.assert_array_equal(np.stack(first), np.stack(again))  # reset(seed) is reproducible
+
+
+def test_world_model_vector_env_is_one_batch(tiny_world_model):
+    import gymnasium as gym
+
+    import cosmos_sim  # noqa: F401
+
+    envs = gym.make_vec(
+        "cosmos_sim/WorldModel-v0", num_envs=3, model=str(tiny_world_model), sampler_steps=1
+    )
+    obs, _ = envs.reset(seed=[1, 2, 3])
+    assert obs["front"].shape == (3, 32, 32, 3)
+    obs, reward, terminated, truncated, info = envs.step(
+        np.zeros(envs.action_space.shape, np.float32)
+    )
+    assert obs["state"].shape[0] == 3 and reward.shape == (3,)
+    assert info["frames"]["front"].shape == (3, 4, 32, 32, 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"task": "push"}, "trained on another task"),
+        ({"cameras": "top"}, "one camera at a time"),
+        ({"family": "ar"}, "only diffusion"),
+    ],
+)
+def test_world_model_env_refuses_bad_setups(tiny_world_model, kwargs, message):
+    from cosmos_sim.envs.world_model_env import WorldModelEnv
+    from cosmos_sim.errors import CosmosSimError
+
+    with pytest.raises(CosmosSimError, match=message):
+        WorldModelEnv(model=str(tiny_world_model), **kwargs)
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    from cosmos_sim.envs.world_model_env import WorldModelEnv
+    from cosmos_sim.errors import ModelError
+
+    with pytest.raises(ModelError, match="not a model directory"):
+        WorldModelEnv(model=str(tmp_path / "nope"))
