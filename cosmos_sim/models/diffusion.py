@@ -100,13 +100,16 @@ def edm_loss(
     noise: Tensor,
     is_target: Tensor,
     cond,
+    context_sigma: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Per-frame EDM loss (B, F) (0 on context/padding frames) and the hidden states.
 
-    x0, noise: (B, N, P) tokens; sigma: (B, F); is_target: (B, F) bool. Context frames are
-    given clean (σ = 0); only target frames are noised and scored.
+    x0, noise: (B, N, P) tokens; sigma: (B, F); is_target: (B, F) bool. Only target frames
+    are scored. Context frames are given clean (σ = 0), or with ``context_sigma`` (B, F)
+    of noise augmentation (its level reaches the model through the frame's embedding).
     """
-    sigma = torch.where(is_target, sigma, torch.zeros_like(sigma))
+    rest = torch.zeros_like(sigma) if context_sigma is None else context_sigma
+    sigma = torch.where(is_target, sigma, rest)
     tok = cond.layout.token_frame
     sigma_tok = sigma.gather(1, tok)[..., None]  # (B, N, 1)
     denoised, hidden = denoiser(x0 + noise * sigma_tok, sigma, cond)
@@ -224,6 +227,7 @@ class WorldModelConfig:
     p_drop_instruction: float = 0.1
     self_forcing: float = 0.0  # share of training steps whose last context frame is generated
     self_forcing_steps: int = 2  # sampler steps for that generated context frame
+    context_noise: float = 0.0  # max σ of noise augmentation on context frames (GameNGen)
     sampler: str = "euler"  # at ≤ 4 steps Euler beats Heun (tests/models/test_diffusion.py)
     steps: int = 4
     action_loss_weight: float = 1.0
@@ -234,6 +238,8 @@ class WorldModelConfig:
             self.dit = DiTConfig(**self.dit)
         if isinstance(self.edm, dict):
             self.edm = EDMConfig(**self.edm)
+        if self.context_noise < 0:
+            raise ConfigError("must be ≥ 0", field="context_noise", found=self.context_noise)
         for name in ("p_drop_action", "p_drop_instruction", "self_forcing"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError("must be in [0, 1]", field=name, found=getattr(self, name))
@@ -423,7 +429,10 @@ class DiffusionWorldModel(nn.Module):
             tb.sigma if tb.sigma is not None else sample_training_sigma(self.cfg.edm, lay.frame_doc)
         )
         noise = tb.noise if tb.noise is not None else torch.randn_like(x0)
-        per_frame, hidden = edm_loss(self.denoiser, x0, sigma, noise, tb.is_target, cond)
+        ctx_sigma = None
+        if self.training and self.cfg.context_noise:  # against drift: imperfect context
+            ctx_sigma = torch.rand_like(sigma) * self.cfg.context_noise
+        per_frame, hidden = edm_loss(self.denoiser, x0, sigma, noise, tb.is_target, cond, ctx_sigma)
         loss = per_frame.sum() / tb.is_target.sum().clamp_min(1)
         metrics = {"loss_diffusion": loss.item()}
         n_frames = lay.frame_doc.shape[1]

@@ -156,6 +156,8 @@ def test_config_validation():
         WorldModelConfig(sampler="ddim")
     with pytest.raises(ConfigError, match="self_forcing"):
         WorldModelConfig(self_forcing=1.5)
+    with pytest.raises(ConfigError, match="context_noise"):
+        WorldModelConfig(context_noise=-0.1)
     with pytest.raises(ConfigError, match="sampler"):
         sample(lambda x, s: x, (2,), EDMConfig(), sampler="magic")
 
@@ -181,5 +183,6 @@ def test_self_forcing_replaces_only_the_last_context_frame():
     )
     m.train()
     m.cfg.self_forcing = 1.0
+    m.cfg.context_noise = 0.1  # and noise augmentation of the context
     loss, metrics = m.training_step(batch)
     assert torch.isfinite(loss) and "loss_action" in metrics
