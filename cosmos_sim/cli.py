@@ -344,7 +344,9 @@ def train_tokenizer_cmd(
     ] = None,
     no_resume: Annotated[bool, typer.Option("--no-resume", help="Refuse an existing run.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="2 steps, batch 2.")] = False,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: the preset's).")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate (default: the preset's).")
+    ] = None,
     init: Annotated[
         Path | None, typer.Option(help="Start from this tokenizer model directory's weights.")
     ] = None,
@@ -372,6 +374,91 @@ def train_tokenizer_cmd(
     )
     if export is not None:
         console.print(f"exported {export_tokenizer(out, export)}")
+
+
+@train_app.command("world-model")
+def train_world_model_cmd(
+    data: Annotated[
+        list[Path], typer.Option("--data", help="Episode store(s) (.zarr) with a latent cache.")
+    ],
+    tokenizer: Annotated[
+        Path, typer.Option(help="The frozen CV tokenizer the latents came from.")
+    ] = Path("models/tokenizer-cv-4x8x8"),
+    variant: Annotated[
+        str, typer.Option(help="action | camera | multiview | instruction.")
+    ] = "action",
+    preset: Annotated[str, typer.Option(help="cpu-small or gpu.")] = "cpu-small",
+    cameras: Annotated[str | None, typer.Option(help="Cameras to train on (default: all).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory.")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Default: the preset's.")] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="Write the EMA weights as a model directory.")
+    ] = None,
+    no_resume: Annotated[bool, typer.Option("--no-resume", help="Refuse an existing run.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="2 steps, batch 2.")] = False,
+) -> None:
+    """Train a diffusion world model on a store's cached latents (resumable)."""
+    from cosmos_sim.training.world_model_task import export_world_model, train_world_model
+
+    out = out or Path("runs") / f"wm-{variant}{'-dry' if dry_run else ''}"
+    summary = train_world_model(
+        data,
+        tokenizer,
+        out,
+        variant=variant,
+        preset=preset,
+        cameras=_split(cameras),
+        steps=2 if dry_run else steps,
+        batch_size=2 if dry_run else None,
+        resume=not no_resume,
+    )
+    console.print(
+        f"step {summary['step']}  loss {summary['loss']:.4f}  {summary['samples_per_s']:.1f} samples/s → {out}"
+    )
+    if export is not None:
+        console.print(f"exported {export_world_model(out, export)}")
+
+
+@app.command()
+def rollout(
+    model: Annotated[str, typer.Option(help="World-model directory or shipped name.")],
+    episode: Annotated[
+        int, typer.Option(help="Seed of the episode (same initial state in both).")
+    ] = 0,
+    policy: Annotated[
+        str, typer.Option(help="Policy driving both: expert@<skill>, random, ….")
+    ] = "expert@1.0",
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help=".rrd file; an .mp4 is written beside it.")
+    ] = Path("out/rollout.rrd"),
+    sampler_steps: Annotated[
+        int | None, typer.Option(help="Denoising steps (default: the model's).")
+    ] = None,
+) -> None:
+    """Ground truth and prediction side by side: the simulator and the world model under one policy."""
+    import gymnasium as gym
+
+    from cosmos_sim.evaluation.policies import load_policy
+    from cosmos_sim.evaluation.policy_eval import run_policy
+    from cosmos_sim.evaluation.report import side_by_side
+
+    wm = gym.make("cosmos_sim/WorldModel-v0", model=model, sampler_steps=sampler_steps)
+    inner = wm.unwrapped
+    sim = gym.make(
+        f"cosmos_sim/{inner.task.name.capitalize()}-v0",
+        cameras=inner.vec.camera,
+        size=inner.vec.sim.height,
+    )
+    pol = load_policy(
+        policy, task=inner.task, state_names=inner.sim.state_names, action_space=wm.action_space
+    )
+    real = run_policy(sim, pol, [episode], keep_frames=1)
+    fake = run_policy(wm, pol, [episode], keep_frames=1)
+    paths = side_by_side(real, fake, out, fps=inner.sim.fps)
+    console.print(
+        f"simulator success {real.success_rate:.0f}, world model success {fake.success_rate:.0f} "
+        f"(p={fake.success_probability[0]:.2f}); wrote {', '.join(map(str, paths))}"
+    )
 
 
 @app.command()

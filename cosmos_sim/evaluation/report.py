@@ -139,3 +139,36 @@ def write_report(
         reliability_plot(run, paths["reliability"])
     rollouts_rrd(run, paths["rrd"], fps)
     return paths
+
+
+def side_by_side(reference, candidate, out: Path, fps: float) -> list[Path]:
+    """One episode of two Rollouts (kept frames) as an .rrd and an .mp4: left truth, right model."""
+    import cv2
+    import rerun as rr
+
+    from cosmos_sim.viz.rerun_log import new_recording
+
+    out = Path(out)
+    rec = new_recording("cosmos_sim_rollout", out=out)
+    truth, model = reference.frames[0], candidate.frames[0]
+    video = []
+    for cam in truth:
+        n = min(len(truth[cam]), len(model[cam]))
+        for t in range(n):
+            rec.set_time("frame", sequence=t)
+            rec.set_time("time", duration=t / fps)
+            a, b = truth[cam][t], model[cam][t]
+            rec.log(f"rollout/{cam}/simulator", rr.Image(a))
+            rec.log(f"rollout/{cam}/world_model", rr.Image(b))
+            mse = np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2)
+            rec.log(f"rollout/{cam}/psnr_db", rr.Scalars([10 * np.log10(255**2 / max(mse, 1e-10))]))
+            video.append(np.concatenate([a, b], axis=1))
+        break  # the mp4 shows the first camera
+    rec.flush()
+    mp4 = out.with_suffix(".mp4")
+    h, w = video[0].shape[:2]
+    writer = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for frame in video:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return [out, mp4]

@@ -194,3 +194,56 @@ def test_unknown_model_is_a_clear_error(tmp_path):
 
     with pytest.raises(ModelError, match="not a model directory"):
         WorldModelEnv(model=str(tmp_path / "nope"))
+
+
+def test_cli_train_dry_run_and_rollout(tokenized, tiny_world_model, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from cosmos_sim.viz.rerun_log import entity_paths
+
+    store_path, tok_dir = tokenized
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "cosmos_sim.cli", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+
+    r = cli(
+        "train",
+        "world-model",
+        "--data",
+        store_path,
+        "--tokenizer",
+        tok_dir,
+        "--dry-run",
+        "--out",
+        tmp_path / "run",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "step 2" in r.stdout
+    r = cli(
+        "train",
+        "world-model",
+        "--data",
+        store_path,
+        "--tokenizer",
+        tok_dir,
+        "--variant",
+        "dance",
+        "--out",
+        tmp_path / "x",
+    )
+    assert r.returncode == 2 and "unknown variant" in r.stderr
+    rrd = tmp_path / "rollout.rrd"
+    r = cli(
+        "rollout", "--model", tiny_world_model, "--episode", 3, "--out", rrd, "--sampler-steps", 1
+    )
+    assert r.returncode == 0, r.stderr
+    assert rrd.with_suffix(".mp4").stat().st_size > 1000
+    assert {"/rollout/front/simulator", "/rollout/front/world_model"} <= set(entity_paths(rrd))
