@@ -53,12 +53,16 @@ class AttentionMask:
         return self._cache["dense"]
 
     def is_trivial(self) -> bool:
-        """True when nothing is masked (one document, no causality): backends skip the mask."""
+        """True when nothing is masked — one document, and no key in a later block than any
+        query (always so for a new frame against its cache): backends skip the mask."""
         if "trivial" not in self._cache:
             one_doc = bool((self.q_doc == self.q_doc[:, :1]).all()) and bool(
                 (self.k_doc == self.q_doc[:, :1]).all()
             )
-            self._cache["trivial"] = one_doc and self.q_block is None
+            causal_free = self.q_block is None or bool(
+                (self.k_block.amax(1) <= self.q_block.amin(1)).all()
+            )
+            self._cache["trivial"] = one_doc and causal_free
         return self._cache["trivial"]
 
     def document_segments(self) -> list[list[tuple[int, int, int]]] | None:
