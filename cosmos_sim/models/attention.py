@@ -233,6 +233,7 @@ class KVCache:
         self.v: list[Tensor | None] = [None] * n_layers
         self.doc: Tensor | None = None  # (B, Nc) long
         self.block: Tensor | None = None  # (B, Nc) long: latent-frame time of each token
+        self._scratch: dict[int, tuple[Tensor, Tensor]] = {}
 
     def __len__(self) -> int:
         return 0 if self.doc is None else int(self.doc.shape[1])
@@ -245,12 +246,30 @@ class KVCache:
 
     def attend_kv(self, layer: int, k: Tensor, v: Tensor, write: bool) -> tuple[Tensor, Tensor]:
         """[cached; new] keys and values for ``layer``; stored back when ``write``."""
-        if self.k[layer] is not None:
+        if self.k[layer] is None:
+            pass
+        elif not write and not torch.is_grad_enabled():
+            return self._scratch_kv(layer, k, v)
+        else:
             k = torch.cat([self.k[layer], k], dim=2)
             v = torch.cat([self.v[layer], v], dim=2)
         if write:
             self.k[layer], self.v[layer] = k, v
+            self._scratch.clear()
         return k, v
+
+    def _scratch_kv(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Denoising steps re-read the same cache: keep [cached; new] buffers per layer and
+        overwrite only the new tokens' slots, instead of copying the whole cache each step."""
+        n_c = self.k[layer].shape[2]
+        buf = self._scratch.get(layer)
+        if buf is None or buf[0].shape[2] != n_c + k.shape[2] or buf[0].dtype != k.dtype:
+            buf = (torch.cat([self.k[layer], k], dim=2), torch.cat([self.v[layer], v], dim=2))
+            self._scratch[layer] = buf
+        else:
+            buf[0][:, :, n_c:] = k
+            buf[1][:, :, n_c:] = v
+        return buf
 
     def commit(self, doc: Tensor, block: Tensor) -> None:
         """Record the ids of tokens just written by every layer."""
@@ -267,3 +286,4 @@ class KVCache:
         self.k = [None if k is None else k[:, :, keep] for k in self.k]
         self.v = [None if v is None else v[:, :, keep] for v in self.v]
         self.doc, self.block = self.doc[:, keep], self.block[:, keep]
+        self._scratch.clear()
