@@ -4,7 +4,10 @@ Every backend is ``fn(q, k, v, mask) -> out`` with ``q (B, nh, Nq, hs)``,
 ``k, v (B, nh, Nk, hs)`` and an :class:`AttentionMask` (or ``None`` = everyone sees
 everyone). Backends:
 
-* ``sdpa``  PyTorch ``scaled_dot_product_attention`` with a dense boolean mask (always there);
+* ``sdpa``  PyTorch ``scaled_dot_product_attention`` (always there): packed self-attention
+  runs one call per document (like ``cu_seqlens`` varlen kernels), the rest (cached
+  decoding, cross-attention) with a dense boolean mask;
+* ``sdpa_dense``  SDPA with the dense block-diagonal mask everywhere (the reference);
 * ``flex``  compiled flex-attention with a block-sparse mask: it skips whole blocks of
   other documents / future frames, so it pays for long packed rows (measured in
   ``benchmarks/packing.py``); falls back to ``sdpa`` when flex-attention or
@@ -156,7 +159,7 @@ def flex_attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | None) 
         return sdpa_attention(q, k, v, mask)
     try:
         return fn(q, k, v, block_mask=mask.flex_block_mask())
-    except Exception:  # the compiler failed on this platform: the dense mask is always right
+    except Exception:  # the compiler failed on this platform: SDPA is always right
         return sdpa_attention(q, k, v, mask)
 
 
@@ -191,8 +194,16 @@ def te_attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | None) ->
 
 _TE_MODULES: dict = {}
 
+
+def sdpa_dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | None) -> Tensor:
+    """SDPA with the whole (B, 1, Nq, Nk) boolean mask: N² work however many documents."""
+    attn_mask = None if mask is None or mask.is_trivial() else mask.dense()
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+
 BACKENDS: dict[str, Callable[[Tensor, Tensor, Tensor, AttentionMask | None], Tensor]] = {
     "sdpa": sdpa_attention,
+    "sdpa_dense": sdpa_dense_attention,
     "flex": flex_attention,
     "te": te_attention,
 }

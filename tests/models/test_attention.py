@@ -23,7 +23,10 @@ def test_per_document_sdpa_equals_the_dense_mask():
     mask = packed_mask()
     assert mask.document_segments() == [[(0, 0, 12), (1, 12, 20), (-1, 20, 24)]]
     out = attention(q, k, v, mask, "sdpa")
-    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense())
+    dense = attention(q, k, v, mask, "sdpa_dense")
+    torch.testing.assert_close(
+        dense, F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense())
+    )
     torch.testing.assert_close(out[:, :, :20], dense[:, :, :20])
     assert torch.equal(out[:, :, 20:], torch.zeros_like(out[:, :, 20:]))  # padding: never read
     # block-causal: token 0 (frame 0) sees only frame 0 of its document
