@@ -47,6 +47,7 @@ class TokenizerConfig:
     width_low: int = 256  # channels at H/8 (the latent resolution)
     enc_blocks: tuple[int, int] = (1, 2)  # residual blocks at H/4, H/8
     dec_blocks: tuple[int, int] = (2, 2)  # residual blocks at H/8, H/4
+    linear_bypass: bool = False  # a learned linear block code beside the conv trunk
 
     def __post_init__(self) -> None:
         self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
@@ -92,8 +93,10 @@ def _preset(kind: str, **sizes) -> TokenizerConfig:
 
 
 PRESETS: dict[str, dict] = {
-    "cpu-small": dict(width=128, width_low=256, enc_blocks=(1, 2), dec_blocks=(2, 2)),
-    "gpu": dict(width=256, width_low=512, enc_blocks=(2, 4), dec_blocks=(4, 4)),
+    "cpu-small": dict(
+        width=128, width_low=256, enc_blocks=(1, 2), dec_blocks=(2, 2), linear_bypass=True
+    ),
+    "gpu": dict(width=256, width_low=512, enc_blocks=(2, 4), dec_blocks=(4, 4), linear_bypass=True),
 }
 
 
@@ -219,6 +222,20 @@ def depth_to_space(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(b, 3, n * TIME_FACTOR, h * S2D, w * S2D)
 
 
+def space_to_channel(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, N, h, w) → (B, 4C, N, h/2, w/2), channel order (c, i, j) as F.pixel_unshuffle."""
+    b, c, n, h, w = x.shape
+    x = x.reshape(b, c, n, h // 2, 2, w // 2, 2).permute(0, 1, 4, 6, 2, 3, 5)
+    return x.reshape(b, 4 * c, n, h // 2, w // 2)
+
+
+def channel_to_space(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`space_to_channel`: (B, 4C, N, h, w) → (B, C, N, 2h, 2w)."""
+    b, c4, n, h, w = x.shape
+    x = x.reshape(b, c4 // 4, 2, 2, n, h, w).permute(0, 1, 4, 5, 2, 6, 3)
+    return x.reshape(b, c4 // 4, n, 2 * h, 2 * w)
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: TokenizerConfig) -> None:
         super().__init__()
@@ -229,11 +246,21 @@ class Encoder(nn.Module):
         self.low = nn.Sequential(*[ResBlock(cfg.width_low) for _ in range(cfg.enc_blocks[1])])
         self.norm = ChannelNorm(cfg.width_low)
         self.head = CausalConv3d(cfg.width_low, cfg.bottleneck_channels, (1, 1, 1))
+        # Linear code of each 4×8×8 block, added to the head: Adam fits a linear (PCA-like)
+        # code in a few hundred steps, and the conv trunk only has to learn the residual.
+        self.bypass = (
+            CausalConv3d(4 * c_in, cfg.bottleneck_channels, (1, 1, 1))
+            if cfg.linear_bypass
+            else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 192, N, H/4, W/4)
-        x = self.high(self.stem(x))
-        x = self.low(self.down(x))  # (B, width_low, N, H/8, W/8)
-        return self.head(F.silu(self.norm(x)))  # (B, bottleneck, N, H/8, W/8)
+        h = self.high(self.stem(x))
+        h = self.low(self.down(h))  # (B, width_low, N, H/8, W/8)
+        z = self.head(F.silu(self.norm(h)))  # (B, bottleneck, N, H/8, W/8)
+        if self.bypass is not None:
+            z = z + self.bypass(space_to_channel(x))  # (B, 768, N, H/8, W/8) → bottleneck
+        return z
 
 
 class Decoder(nn.Module):
@@ -246,8 +273,19 @@ class Decoder(nn.Module):
         self.high = nn.Sequential(*[ResBlock(cfg.width) for _ in range(cfg.dec_blocks[1])])
         self.norm = ChannelNorm(cfg.width)
         self.head = CausalConv3d(cfg.width, c_out, (1, 3, 3))
+        self.bypass = (
+            CausalConv3d(cfg.bottleneck_channels, 4 * c_out, (1, 1, 1))
+            if cfg.linear_bypass
+            else None
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, bottleneck, N, h, w)
+        out = self._trunk(z)  # (B, 192, N, H/4, W/4)
+        if self.bypass is not None:
+            out = out + channel_to_space(self.bypass(z))
+        return out
+
+    def _trunk(self, z: torch.Tensor) -> torch.Tensor:
         x = self.low(self.stem(z))
         x = self.up(x)  # (B, 4·width, N, h, w)
         b, c4, n, h, w = x.shape
@@ -275,6 +313,38 @@ class VideoTokenizer(nn.Module):
             if isinstance(m, ResBlock):
                 nn.init.zeros_(m.conv2.weight)
                 nn.init.zeros_(m.conv2.bias)
+        if self.cfg.linear_bypass:
+            # With the linear bypass the trunk starts silent (heads zeroed): the model is
+            # exactly the bypass code at step 0 (see init_bypass_pca) and learns the residual.
+            for head in (self.encoder.head, self.decoder.head):
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
+
+    @torch.no_grad()
+    def init_bypass_pca(self, video: torch.Tensor) -> float:
+        """Set the linear bypass to the PCA code of 4×8×8 blocks of ``video`` (B, T, 3, H, W).
+
+        Encoder: whitened top-``C`` principal components (unit-variance latents); decoder:
+        their transpose back. Returns the PSNR (dB) of that linear code on ``video``.
+        """
+        assert self.cfg.linear_bypass, "init_bypass_pca needs linear_bypass=True"
+        check_video(video)
+        x = video.float().transpose(1, 2)
+        x = torch.cat([x[:, :, :1].expand(-1, -1, TIME_FACTOR - 1, -1, -1), x], dim=2)
+        blocks = space_to_channel(space_to_depth(x))  # (B, 768, N, H/8, W/8)
+        flat = blocks.movedim(1, -1).reshape(-1, blocks.shape[1]).double()  # (M, 768)
+        mu = flat.mean(0)
+        _, sv, v = torch.linalg.svd(flat - mu, full_matrices=False)
+        c = self.cfg.bottleneck_channels
+        basis, sigma = v[:c], sv[:c] / (len(flat) - 1) ** 0.5  # (C, 768), per-component std
+        enc, dec = self.encoder.bypass, self.decoder.bypass
+        enc.weight.copy_((basis / sigma[:, None]).view(c, -1, 1, 1, 1).float())
+        enc.bias.copy_((-(basis @ mu) / sigma).float())
+        dec.weight.copy_((basis.T * sigma[None]).view(-1, c, 1, 1, 1).float())
+        dec.bias.copy_(mu.float())
+        code = (flat - mu) @ basis.T
+        mse = ((code @ basis + mu - flat) / 2).pow(2).mean()
+        return float(-10 * torch.log10(mse))
 
     # -- shapes ---------------------------------------------------------------------
     @staticmethod

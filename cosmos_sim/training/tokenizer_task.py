@@ -36,6 +36,7 @@ from cosmos_sim.models.tokenizer import (
     reconstruction_loss,
     tokenizer_config,
 )
+from cosmos_sim.training import checkpoint as ckpt
 from cosmos_sim.training import distributed as D
 from cosmos_sim.training.trainer import Trainer, TrainerConfig
 
@@ -70,9 +71,10 @@ class TokenizerRecipe:
     num_workers: int
 
 
+PCA_INIT_BATCHES = 8
 RECIPES = {
     "cpu-small": TokenizerRecipe(
-        batch_size=8, frames=9, lr=6e-4, warmup_steps=150, steps=3000, num_workers=1
+        batch_size=8, frames=9, lr=4e-4, warmup_steps=100, steps=3000, num_workers=1
     ),
     "gpu": TokenizerRecipe(
         batch_size=32, frames=17, lr=4e-4, warmup_steps=1000, steps=100_000, num_workers=8
@@ -137,6 +139,14 @@ def train_tokenizer(
             "batch_size": batch,
         },
     }
+    fresh = not (resume and ckpt.latest_checkpoint(out_dir) is not None)
+    if init_from is None and model_cfg.linear_bypass:
+        # Data-dependent init: the bypass starts as the PCA code of the first batches
+        # (read directly, so the loader's position is untouched).
+        run_config["pca_init_batches"] = PCA_INIT_BATCHES
+        if fresh:
+            video = torch.cat([loader.batch(k)["video"] for k in range(PCA_INIT_BATCHES)])
+            task.tokenizer.init_bypass_pca(to_unit(video))
     if init_from is not None:
         loaded = zoo.load_model(init_from)
         if loaded.kind != "tokenizer" or loaded.module.cfg != model_cfg:

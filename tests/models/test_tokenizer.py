@@ -18,13 +18,22 @@ from cosmos_sim.models.tokenizer import (
 )
 
 
-def tiny(kind: str) -> VideoTokenizer:
+def tiny(kind: str, bypass: bool = False) -> VideoTokenizer:
     torch.manual_seed(0)
-    cfg = TokenizerConfig(kind=kind, width=16, width_low=24, enc_blocks=(1, 1), dec_blocks=(1, 1))
+    cfg = TokenizerConfig(
+        kind=kind,
+        width=16,
+        width_low=24,
+        enc_blocks=(1, 1),
+        dec_blocks=(1, 1),
+        linear_bypass=bypass,
+    )
     model = VideoTokenizer(cfg)
     for m in model.modules():  # non-zero residual branches: causality must hold through them
         if isinstance(m, ResBlock):
             torch.nn.init.normal_(m.conv2.weight, std=0.05)
+        if isinstance(m, torch.nn.Conv3d) and not any(p.abs().sum() for p in m.parameters()):
+            torch.nn.init.normal_(m.weight, std=0.05)  # zero-initialised heads too
     return model.eval()
 
 
@@ -33,10 +42,11 @@ def clip(b=2, t=13, h=16, w=24, seed=0) -> torch.Tensor:
     return torch.rand(b, t, 3, h, w, generator=g) * 2 - 1
 
 
+@pytest.mark.parametrize("bypass", [False, True])
 @pytest.mark.parametrize("kind", ["cv", "dv"])
 @pytest.mark.parametrize("t", range(12))
-def test_changing_frame_t_plus_1_never_changes_latents_of_frames_up_to_t(kind, t):
-    model = tiny(kind)
+def test_changing_frame_t_plus_1_never_changes_latents_of_frames_up_to_t(kind, t, bypass):
+    model = tiny(kind, bypass)
     x = clip()
     y = x.clone()
     y[:, t + 1] = -y[:, t + 1]
@@ -57,6 +67,25 @@ def test_decoded_frames_up_to_t_ignore_later_latents(kind):
         z2[:, 2] = 0.5 - z2[:, 2]
         va, vb = model._decode(z), model._decode(z2)
     assert torch.equal(va[:, :5], vb[:, :5]) and not torch.equal(va[:, 5:], vb[:, 5:])
+
+
+def test_pca_bypass_init_is_the_linear_code_at_step_0():
+    torch.manual_seed(0)
+    cfg = TokenizerConfig(
+        width=16, width_low=24, enc_blocks=(1, 1), dec_blocks=(1, 1), linear_bypass=True
+    )
+    model = VideoTokenizer(cfg)
+    # smooth random videos: a low-rank signal PCA can capture
+    x = torch.nn.functional.interpolate(torch.rand(4 * 9, 3, 4, 4), size=(16, 24), mode="bilinear")
+    x = (x.view(4, 9, 3, 16, 24) * 2 - 1).clamp(-1, 1)
+    pca_db = model.init_bypass_pca(x)
+    with torch.no_grad():
+        z = model.encode(x)
+        recon = model(x)
+    got = -10 * torch.log10(((recon - x) / 2).pow(2).mean())
+    # the same code; pca_db counts frame 0 four times (its replicated group), hence ~0.5 dB
+    assert pca_db > 15 and abs(float(got) - pca_db) < 1.0
+    assert abs(float(z.std()) - 1) < 0.2  # whitened latents
 
 
 def test_shapes_and_compression():
