@@ -1,0 +1,83 @@
+"""Env speed: the simulator env, the world-model env one at a time, and the world-model
+vector env with 8 and 32 sub-envs, in the same run; frames/s and the share of the
+measured matmul peak the batched forward reaches.
+
+Target: the WM vector env at least as fast (frames/s) as the simulator it imitates,
+in the simulator's fastest rendering setting (RGB only, no shadows).
+"""
+
+from __future__ import annotations
+
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import cosmos_sim  # noqa: F401
+from benchmarks.common import print_table, write_result
+from cosmos_sim.device import measure_cpu
+from cosmos_sim.models.zoo import shipped_models
+
+MODEL = "wm-diffusion-reach"
+TASK = "Reach"
+STEPS = 10
+
+
+def time_env(env, batch: int, steps: int = STEPS) -> float:
+    """Env steps per second (sub-env steps for a vector env)."""
+    env.reset(seed=0)
+    zeros = np.zeros(env.action_space.shape, np.float32)
+    env.step(zeros)  # warm up
+    t0 = time.perf_counter()
+    for _ in range(steps - 1):
+        env.step(zeros)
+    return batch * (steps - 1) / (time.perf_counter() - t0)
+
+
+def main() -> dict:
+    rows, result = [], {"task": TASK, "model": MODEL}
+    sim = gym.make(f"cosmos_sim/{TASK}-v0", cameras="front", size=64)
+    sim_sps = time_env(sim, 1)
+    chunk = sim.action_space.shape[0]
+    result["simulator"] = {"steps_per_s": sim_sps, "frames_per_s": sim_sps * chunk}
+    rows.append(["simulator (rgb, no shadows)", 1, sim_sps, sim_sps * chunk, "-"])
+    if MODEL not in shipped_models():
+        result["world_model"] = "not shipped yet"
+    else:
+        peak = measure_cpu(None)[0]  # the WM env runs in fp32: its matmul peak, measured now
+        result["fp32_matmul_peak_flops"] = peak
+        single = gym.make("cosmos_sim/WorldModel-v0", model=MODEL)
+        sps = time_env(single, 1)
+        result["wm_single"] = {"steps_per_s": sps, "frames_per_s": sps * chunk}
+        rows.append(["world model, single", 1, sps, sps * chunk, "-"])
+        for n in (8, 32):
+            vec = gym.make_vec("cosmos_sim/WorldModel-v0", num_envs=n, model=MODEL)
+            sps = time_env(vec, n, steps=4)
+            vec.reset(seed=0)
+            with FlopCounterMode(display=False) as counter:
+                vec.step(np.zeros(vec.action_space.shape, np.float32))
+            flops = counter.get_total_flops()
+            t0 = time.perf_counter()
+            vec.step(np.zeros(vec.action_space.shape, np.float32))
+            share = flops / (time.perf_counter() - t0) / peak
+            result[f"wm_vector_{n}"] = {
+                "steps_per_s": sps,
+                "frames_per_s": sps * chunk,
+                "peak_share": share,
+            }
+            rows.append(["world model, vector", n, sps, sps * chunk, f"{share:.1%}"])
+        result["wm_vector_32_vs_simulator"] = (
+            result["wm_vector_32"]["frames_per_s"] / result["simulator"]["frames_per_s"]
+        )
+    result["threads"] = torch.get_num_threads()
+    print_table(
+        "env speed", ["env", "envs", "env steps/s", "frames/s", "share of matmul peak"], rows
+    )
+    print(f"wrote {write_result('envs', result)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
