@@ -245,9 +245,10 @@ def build_model(
     action_dim: int,
     state_dim: int,
     latent_shape: tuple[int, int, int],
+    sigma_data: float = 0.5,
     **dit_overrides,
 ):
-    from cosmos_sim.models.diffusion import WorldModelConfig
+    from cosmos_sim.models.diffusion import EDMConfig, WorldModelConfig
     from cosmos_sim.models.dit import preset as dit_preset
     from cosmos_sim.models.world_model import ActionWorldModel, ActionWorldModelConfig, ProbeConfig
 
@@ -264,6 +265,7 @@ def build_model(
                 }
                 | dit_overrides,
             ),
+            edm=EDMConfig(sigma_data=sigma_data),
             self_forcing=0.0,
         ),
         probe=ProbeConfig(channels=c, height=h, width=w, state_dim=state_dim),
@@ -309,11 +311,14 @@ def train_world_model(
     loader = LatentClipLoader(seqs, recipe.frames, batch_size or recipe.batch_size, seed=seed)
     latent_shape = tuple(seqs.latents[0].shape[1:])
     torch.manual_seed(seed)
+    # EDM's sigma_data is the latents' standard deviation (Karras et al. 2022, sec. 5).
+    sigma_data = round(float(np.concatenate([x.ravel() for x in seqs.latents]).std()), 3)
     model = build_model(
         preset,
         action_stats.action_dim,
         seqs.state[0].shape[1],
         latent_shape,
+        sigma_data,
         **(dit_overrides or {}),
     )
     steps = steps or recipe.steps
