@@ -54,6 +54,7 @@ from cosmos_sim.bridge.camera_motion import ORBIT_STATE_NAMES, CameraExpert, Orb
 from cosmos_sim.bridge.experts import CameraNavKind, ScriptedPolicy
 from cosmos_sim.bridge.tasks import Task
 from cosmos_sim.envs.sim_env import SimEnv
+from cosmos_sim.envs.spaces import chunk_action_space
 from cosmos_sim.errors import ConfigError
 
 ARM_MODES = ("expert", "policy")
@@ -97,9 +98,7 @@ class CameraNavEnv(SimEnv):
             low, high = (
                 np.array(v, np.float32) for v in (kind.camera_action.low, kind.camera_action.high)
             )
-            self.action_space = gym.spaces.Box(
-                np.tile(low, (chunk, 1)), np.tile(high, (chunk, 1)), dtype=np.float32
-            )
+            self.action_space = chunk_action_space(low, high, chunk)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = super().reset(seed=seed, options=options)

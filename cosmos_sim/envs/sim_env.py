@@ -39,6 +39,7 @@ import gymnasium as gym
 import numpy as np
 
 from cosmos_sim.bridge.mujoco_sim import MujocoSim
+from cosmos_sim.envs.spaces import check_action, chunk_action_space, observation_space
 from cosmos_sim.errors import ActionError
 
 
@@ -65,17 +66,11 @@ class SimEnv(gym.Env):
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": self.sim.fps}
         space = self.sim.action_space
-        self.action_space = gym.spaces.Box(
-            np.tile(space.low, (chunk, 1)), np.tile(space.high, (chunk, 1)), dtype=np.float32
+        self.action_space = chunk_action_space(space.low, space.high, chunk)
+        state_dim = len(self.sim.state_names) if include_state else None
+        self.observation_space = observation_space(
+            self.sim.cameras, self.sim.height, self.sim.width, state_dim
         )
-        obs = {
-            name: gym.spaces.Box(0, 255, (self.sim.height, self.sim.width, 3), dtype=np.uint8)
-            for name in self.sim.cameras
-        }
-        if include_state:
-            n = len(self.sim.state_names)
-            obs["state"] = gym.spaces.Box(-np.inf, np.inf, (n,), dtype=np.float32)
-        self.observation_space = gym.spaces.Dict(obs)
         self._last: dict[str, np.ndarray] = {}
         self._needs_reset = True
 
@@ -108,25 +103,7 @@ class SimEnv(gym.Env):
     def step(self, action):
         if self._needs_reset:
             raise gym.error.ResetNeeded("the episode has ended: call reset() before step()")
-        action = np.asarray(action, dtype=np.float32)
-        if action.shape != self.action_space.shape:
-            raise ActionError(
-                "wrong action chunk shape",
-                field="action",
-                expected=self.action_space.shape,
-                found=action.shape,
-            )
-        if not np.isfinite(action).all():
-            raise ActionError("non-finite action", field="action", found=action.tolist())
-        if (action < self.action_space.low - 1e-6).any() or (
-            action > self.action_space.high + 1e-6
-        ).any():
-            raise ActionError(
-                "action outside the action space",
-                field="action",
-                expected=f"within [{self.action_space.low[0].tolist()}, {self.action_space.high[0].tolist()}]",
-                found=action.tolist(),
-            )
+        action = check_action(action, self.action_space)
         reward, frames = 0.0, {name: [] for name in self.sim.cameras}
         for a in action:
             reward += self.sim.step(self._sim_action(a))

@@ -38,7 +38,8 @@ import torch
 
 from cosmos_sim.bridge.mujoco_sim import MujocoSim
 from cosmos_sim.conditioning.actions import ActionStats
-from cosmos_sim.errors import ActionError, CameraError, ModelError
+from cosmos_sim.envs.spaces import check_action, chunk_action_space, observation_space
+from cosmos_sim.errors import CameraError, ModelError
 from cosmos_sim.models import zoo
 
 
@@ -160,21 +161,11 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.max_steps = self.sim.task.episode_length // self.chunk
         self.metadata = {**self.metadata, "render_fps": self.sim.fps}
         space = self.sim.action_space
-        self.single_action_space = gym.spaces.Box(
-            np.tile(space.low, (self.chunk, 1)),
-            np.tile(space.high, (self.chunk, 1)),
-            dtype=np.float32,
+        self.single_action_space = chunk_action_space(space.low, space.high, self.chunk)
+        state_dim = len(self.sim.state_names) if include_state else None
+        self.single_observation_space = observation_space(
+            [self.camera], self.sim.height, self.sim.width, state_dim
         )
-        obs = {
-            self.camera: gym.spaces.Box(
-                0, 255, (self.sim.height, self.sim.width, 3), dtype=np.uint8
-            )
-        }
-        if include_state:
-            obs["state"] = gym.spaces.Box(
-                -np.inf, np.inf, (len(self.sim.state_names),), dtype=np.float32
-            )
-        self.single_observation_space = gym.spaces.Dict(obs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
         self.observation_space = gym.vector.utils.batch_space(
             self.single_observation_space, num_envs
@@ -209,27 +200,6 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).cpu().numpy()
         )
 
-    def _check(self, actions: np.ndarray) -> np.ndarray:
-        actions = np.asarray(actions, dtype=np.float32)
-        if actions.shape != self.action_space.shape:
-            raise ActionError(
-                "wrong action chunk shape",
-                field="action",
-                expected=self.action_space.shape,
-                found=actions.shape,
-            )
-        if not np.isfinite(actions).all():
-            raise ActionError("non-finite action", field="action", found="NaN/inf")
-        low, high = self.single_action_space.low, self.single_action_space.high
-        if (actions < low - 1e-6).any() or (actions > high + 1e-6).any():
-            raise ActionError(
-                "action outside the action space",
-                field="action",
-                expected=f"within [{low.min()}, {high.max()}]",
-                found=f"[{actions.min():.3f}, {actions.max():.3f}]",
-            )
-        return actions
-
     def _observation(self, frames: np.ndarray, states: np.ndarray) -> dict[str, np.ndarray]:
         obs = {self.camera: frames}
         if self.include_state:
@@ -260,7 +230,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
     def step(self, actions):
         if self._latents is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        actions = self._check(actions)
+        actions = check_action(actions, self.action_space)
         if self._done.any():
             # Gymnasium's NEXT_STEP autoreset: finished sub-envs restart now. A world model
             # advances its whole batch together, so the batch restarts when all are done.
