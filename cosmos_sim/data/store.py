@@ -510,6 +510,25 @@ class EpisodeStore:
             yield self.read_episode(i)
 
     # ---------------------------------------------------------------- writing
+    def add_segmentation_labels(self, labels: dict[int, str]) -> None:
+        """Extend the segmentation label map (new object ids seen while recording)."""
+        if not self.writable:
+            raise StoreError("store opened read-only", path=self.path)
+        for i, name in labels.items():
+            known = self.spec.segmentation_labels.get(int(i))
+            if known is not None and known != name:
+                raise StoreError(
+                    "segmentation id already names another object",
+                    path=self.path,
+                    field=f"segmentation_labels[{i}]",
+                    expected=known,
+                    found=name,
+                )
+        self.spec.segmentation_labels.update({int(i): n for i, n in labels.items()})
+        self.group.attrs["segmentation_labels"] = {
+            str(k): v for k, v in self.spec.segmentation_labels.items()
+        }
+
     def writer(self, *, flush_every: int = IMAGE_CHUNK) -> EpisodeWriter:
         if not self.writable:
             raise StoreError("store opened read-only", path=self.path)

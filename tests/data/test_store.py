@@ -289,3 +289,15 @@ def test_corrupt_chunk_names_the_array(tmp_path):
     store = EpisodeStore.open(root)
     with pytest.raises(StoreError, match="cameras/front/rgb: corrupt data"):
         store.read_episode(0)
+
+
+def test_segmentation_labels_can_grow_but_not_change(tmp_path):
+    store = synthetic_store(tmp_path / "s.zarr", lengths=(5,))
+    store.add_segmentation_labels({2: "mug"})
+    assert EpisodeStore.open(tmp_path / "s.zarr").spec.segmentation_labels == {
+        0: "table",
+        1: "block",
+        2: "mug",
+    }
+    with pytest.raises(StoreError, match=r"segmentation_labels\[1\].*expected block, found cup"):
+        store.add_segmentation_labels({1: "cup"})

@@ -268,10 +268,8 @@ class CosmosSimWriterCore:
     def _class_id(self, name: str) -> int:
         if name not in self._class_ids:
             self._class_ids[name] = len(self._class_ids)
-            if self.store is not None:  # extend the stored label map (an attrs update)
-                labels = {str(i): n for n, i in self._class_ids.items()}
-                self.store.group.attrs["segmentation_labels"] = labels
-                self.store.spec.segmentation_labels = {i: n for n, i in self._class_ids.items()}
+            if self.store is not None:
+                self.store.add_segmentation_labels({self._class_ids[name]: name})
         return self._class_ids[name]
 
     def _spec(self, frame: Frame) -> StoreSpec:
