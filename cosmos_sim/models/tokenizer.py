@@ -48,6 +48,7 @@ class TokenizerConfig:
     enc_blocks: tuple[int, int] = (1, 2)  # residual blocks at H/4, H/8
     dec_blocks: tuple[int, int] = (2, 2)  # residual blocks at H/8, H/4
     linear_bypass: bool = False  # a learned linear block code beside the conv trunk
+    trunk_scale: float = 1.0  # the conv trunk's heads are multiplied by this (see Encoder)
 
     def __post_init__(self) -> None:
         self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
@@ -94,9 +95,19 @@ def _preset(kind: str, **sizes) -> TokenizerConfig:
 
 PRESETS: dict[str, dict] = {
     "cpu-small": dict(
-        width=128, width_low=256, enc_blocks=(1, 2), dec_blocks=(2, 2), linear_bypass=True
+        width=128,
+        width_low=256,
+        enc_blocks=(1, 2),
+        dec_blocks=(2, 2),
+        linear_bypass=True,
     ),
-    "gpu": dict(width=256, width_low=512, enc_blocks=(2, 4), dec_blocks=(4, 4), linear_bypass=True),
+    "gpu": dict(
+        width=256,
+        width_low=512,
+        enc_blocks=(2, 4),
+        dec_blocks=(4, 4),
+        linear_bypass=True,
+    ),
 }
 
 
@@ -253,11 +264,13 @@ class Encoder(nn.Module):
             if cfg.linear_bypass
             else None
         )
+        # trunk_scale < 1 damps how fast the trunk's output can grow on top of the bypass.
+        self.trunk_scale = cfg.trunk_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 192, N, H/4, W/4)
         h = self.high(self.stem(x))
         h = self.low(self.down(h))  # (B, width_low, N, H/8, W/8)
-        z = self.head(F.silu(self.norm(h)))  # (B, bottleneck, N, H/8, W/8)
+        z = self.trunk_scale * self.head(F.silu(self.norm(h)))  # (B, bottleneck, N, H/8, W/8)
         if self.bypass is not None:
             z = z + self.bypass(space_to_channel(x))  # (B, 768, N, H/8, W/8) → bottleneck
         return z
@@ -278,9 +291,10 @@ class Decoder(nn.Module):
             if cfg.linear_bypass
             else None
         )
+        self.trunk_scale = cfg.trunk_scale
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, bottleneck, N, h, w)
-        out = self._trunk(z)  # (B, 192, N, H/4, W/4)
+        out = self.trunk_scale * self._trunk(z)  # (B, 192, N, H/4, W/4)
         if self.bypass is not None:
             out = out + channel_to_space(self.bypass(z))
         return out
@@ -305,6 +319,11 @@ class VideoTokenizer(nn.Module):
         self.decoder = Decoder(cfg)
         self.fsq = FSQ(cfg.fsq_levels) if cfg.kind == "dv" else None
         self.initialize_weights()
+        if cfg.linear_bypass:
+            # The bypass is a fixed PCA code (init_bypass_pca), not trained: Adam would move
+            # each of its 768-input weights by ~lr per step and scramble the code in ~50 steps.
+            self.encoder.bypass.requires_grad_(False)
+            self.decoder.bypass.requires_grad_(False)
 
     def initialize_weights(self) -> None:
         # Residual branches start as the identity (their last conv zeroed), so the trunk
@@ -324,8 +343,10 @@ class VideoTokenizer(nn.Module):
     def init_bypass_pca(self, video: torch.Tensor) -> float:
         """Set the linear bypass to the PCA code of 4×8×8 blocks of ``video`` (B, T, 3, H, W).
 
-        Encoder: whitened top-``C`` principal components (unit-variance latents); decoder:
-        their transpose back. Returns the PSNR (dB) of that linear code on ``video``.
+        Encoder: whitened top-``C`` principal components (unit-variance latents; for dv
+        scaled by the gain whose FSQ codes reconstruct best). Decoder: the least-squares
+        linear map from those (quantised) codes back to the blocks. Returns the PSNR (dB)
+        of that linear code on ``video``.
         """
         assert self.cfg.linear_bypass, "init_bypass_pca needs linear_bypass=True"
         check_video(video)
@@ -337,13 +358,23 @@ class VideoTokenizer(nn.Module):
         _, sv, v = torch.linalg.svd(flat - mu, full_matrices=False)
         c = self.cfg.bottleneck_channels
         basis, sigma = v[:c], sv[:c] / (len(flat) - 1) ** 0.5  # (C, 768), per-component std
+        white = (flat - mu) @ basis.T / sigma  # (M, C) unit-variance PCA coefficients
+        best = None
+        for gain in (1.0,) if self.fsq is None else (0.5, 0.75, 1.0, 1.5, 2.0, 3.0):
+            code = white * gain
+            if self.fsq is not None:  # FSQ: quantise, then fit the best linear decoder to the codes
+                code = self.fsq(code.float()).double()
+            design = torch.cat([code, torch.ones(len(code), 1, dtype=code.dtype)], 1)
+            sol = torch.linalg.lstsq(design, flat).solution  # (C + 1, 768)
+            mse = ((design @ sol - flat) / 2).pow(2).mean()
+            if best is None or mse < best[0]:
+                best = (mse, gain, sol)
+        mse, gain, sol = best
         enc, dec = self.encoder.bypass, self.decoder.bypass
-        enc.weight.copy_((basis / sigma[:, None]).view(c, -1, 1, 1, 1).float())
-        enc.bias.copy_((-(basis @ mu) / sigma).float())
-        dec.weight.copy_((basis.T * sigma[None]).view(-1, c, 1, 1, 1).float())
-        dec.bias.copy_(mu.float())
-        code = (flat - mu) @ basis.T
-        mse = ((code @ basis + mu - flat) / 2).pow(2).mean()
+        enc.weight.copy_((gain * basis / sigma[:, None]).view(c, -1, 1, 1, 1).float())
+        enc.bias.copy_((-gain * (basis @ mu) / sigma).float())
+        dec.weight.copy_(sol[:c].T.reshape(-1, c, 1, 1, 1).float())
+        dec.bias.copy_(sol[c].float())
         return float(-10 * torch.log10(mse))
 
     # -- shapes ---------------------------------------------------------------------

@@ -74,7 +74,7 @@ class TokenizerRecipe:
 PCA_INIT_BATCHES = 8
 RECIPES = {
     "cpu-small": TokenizerRecipe(
-        batch_size=8, frames=9, lr=1e-4, warmup_steps=20, steps=3000, num_workers=1
+        batch_size=8, frames=9, lr=3e-5, warmup_steps=20, steps=3000, num_workers=1
     ),
     "gpu": TokenizerRecipe(
         batch_size=32, frames=17, lr=4e-4, warmup_steps=1000, steps=100_000, num_workers=8
@@ -123,7 +123,8 @@ def train_tokenizer(
         steps=steps,
         lr=lr or recipe.lr,
         warmup_steps=min(recipe.warmup_steps, steps // 10),
-        weight_decay=0.01,
+        weight_decay=0.0,  # fine-tuning around the PCA code; decay diverged here (see card)
+        beta2=0.99,
         ema_decay=0.995,
         checkpoint_every=checkpoint_every,
         seed=seed,
@@ -170,12 +171,16 @@ def train_tokenizer(
 
 
 def export_tokenizer(
-    run_dir: Path, model_dir: Path, card: str | None = None, use_ema: bool = True
+    run_dir: Path,
+    model_dir: Path,
+    card: str | None = None,
+    use_ema: bool = True,
+    checkpoint: Path | None = None,
 ) -> Path:
-    """Write the newest checkpoint of ``run_dir`` (EMA weights) as a zoo model directory."""
+    """Write a checkpoint (default: the newest of ``run_dir``), EMA weights, as a model directory."""
     from cosmos_sim.training import checkpoint as ckpt
 
-    path = ckpt.latest_checkpoint(run_dir)
+    path = Path(checkpoint) if checkpoint is not None else ckpt.latest_checkpoint(run_dir)
     if path is None:
         raise ConfigError("no checkpoint to export", path=run_dir)
     tensors, meta = ckpt.load_checkpoint(path)
@@ -185,7 +190,7 @@ def export_tokenizer(
         {k.removeprefix("tokenizer."): v for k, v in ckpt.strip_prefix(tensors, "model").items()}
     )
     if use_ema and any(k.startswith("ema.") for k in tensors):
-        params = [p for _, p in model.named_parameters()]
+        params = [p for p in model.parameters() if p.requires_grad]
         # the Trainer's EMA list follows its AdamW groups: decayed params first, then the rest
         from cosmos_sim.training.trainer import param_groups
 
