@@ -25,6 +25,8 @@ from cosmos_sim.training.world_model_task import (
 )
 
 TINY_DIT = {"dim": 32, "depth": 1, "heads": 2}
+SIZE = 64  # the task's default frames (stable-baselines3's image encoder needs >= 36 px)
+LATENT = (16, SIZE // 8, SIZE // 8)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def tokenized(tmp_path_factory):
     root = tmp_path_factory.mktemp("wm")
     store_path = root / "reach.zarr"
     source = MujocoSource(
-        "reach", skill=1.0, cameras=["front"], size=32, depth=False, segmentation=False
+        "reach", skill=1.0, cameras=["front"], size=SIZE, depth=False, segmentation=False
     )
     record(source, store_path, episodes=3, seed=0)
     source.close()
@@ -57,7 +59,7 @@ def test_sequences_align_actions_and_labels(tokenized):
     assert len(seqs.latents) == 3  # episodes 0-2 train (every 10th is held out)
     ep = store.read_episode(1)
     n = seqs.latents[1].shape[0]
-    assert n == 1 + (len(ep) - 1) // CHUNK and seqs.latents[1].shape[1:] == (16, 4, 4)
+    assert n == 1 + (len(ep) - 1) // CHUNK and seqs.latents[1].shape[1:] == LATENT
     # chunk j >= 1 holds the normalised actions taken after frames 4(j-1) .. 4j-1
     np.testing.assert_allclose(seqs.chunks[1][2], a_stats.normalize(ep.action[4:8]), rtol=1e-5)
     assert not seqs.chunks[1][0].any()
@@ -70,7 +72,7 @@ def test_sequences_align_actions_and_labels(tokenized):
     )
     loader = LatentClipLoader(seqs, frames=3, batch_size=2, seed=1)
     b = loader.batch(0)
-    assert b["latents"].shape == (2, 3, 16, 4, 4) and b["actions"].shape == (2, 3, CHUNK, 2)
+    assert b["latents"].shape == (2, 3, *LATENT) and b["actions"].shape == (2, 3, CHUNK, 2)
     assert not b["actions"][:, 0].any()  # the clean context frame carries no action
     again = LatentClipLoader(seqs, frames=3, batch_size=2, seed=1)
     torch.testing.assert_close(again.batch(5)["latents"], loader.batch(5)["latents"])
@@ -103,10 +105,10 @@ def test_train_export_and_load(tokenized, tmp_path):
     stats = json.loads((model_dir / "stats.json").read_text())
     assert len(stats["action_mean"]) == 2 and len(stats["state_names"]) == len(stats["state_mean"])
     wm = loaded.module
-    cache, next_action = wm.prefill(torch.zeros(1, 1, 16, 4, 4))
+    cache, next_action = wm.prefill(torch.zeros(1, 1, *LATENT))
     assert next_action.shape == (1, CHUNK, 2)
-    z = wm.next_frame(cache, torch.zeros(1, CHUNK, 2), 1, (16, 4, 4), steps=2)
-    assert z.shape == (1, 1, 16, 4, 4) and torch.isfinite(z).all()
+    z = wm.next_frame(cache, torch.zeros(1, CHUNK, 2), 1, LATENT, steps=2)
+    assert z.shape == (1, 1, *LATENT) and torch.isfinite(z).all()
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +137,7 @@ def test_world_model_env_contract(tiny_world_model):
     env = gym.make("cosmos_sim/WorldModel-v0", model=str(tiny_world_model), sampler_steps=2)
     check_env(env.unwrapped)
     obs, _ = env.reset(seed=4)
-    sim = gym.make("cosmos_sim/Reach-v0", size=32)
+    sim = gym.make("cosmos_sim/Reach-v0", size=SIZE)
     sim_obs, _ = sim.reset(seed=4)
     np.testing.assert_array_equal(obs["front"], sim_obs["front"])  # the same real first frame
     np.testing.assert_allclose(obs["state"], sim_obs["state"])
@@ -144,7 +146,7 @@ def test_world_model_env_contract(tiny_world_model):
     while True:
         obs, reward, terminated, truncated, info = env.step(a)
         steps += 1
-        assert info["frames"]["front"].shape == (4, 32, 32, 3)
+        assert info["frames"]["front"].shape == (4, SIZE, SIZE, 3)
         assert 0.0 <= info["success_probability"] <= 1.0
         assert info["next_action"].shape == (4, 2)
         if terminated or truncated:
@@ -164,12 +166,12 @@ def test_world_model_vector_env_is_one_batch(tiny_world_model):
         "cosmos_sim/WorldModel-v0", num_envs=3, model=str(tiny_world_model), sampler_steps=1
     )
     obs, _ = envs.reset(seed=[1, 2, 3])
-    assert obs["front"].shape == (3, 32, 32, 3)
+    assert obs["front"].shape == (3, SIZE, SIZE, 3)
     obs, reward, terminated, truncated, info = envs.step(
         np.zeros(envs.action_space.shape, np.float32)
     )
     assert obs["state"].shape[0] == 3 and reward.shape == (3,)
-    assert info["frames"]["front"].shape == (3, 4, 32, 32, 3)
+    assert info["frames"]["front"].shape == (3, 4, SIZE, SIZE, 3)
 
 
 @pytest.mark.parametrize(
@@ -247,3 +249,20 @@ def test_cli_train_dry_run_and_rollout(tokenized, tiny_world_model, tmp_path):
     assert r.returncode == 0, r.stderr
     assert rrd.with_suffix(".mp4").stat().st_size > 1000
     assert {"/rollout/front/simulator", "/rollout/front/world_model"} <= set(entity_paths(rrd))
+
+
+def test_stable_baselines3_ppo_learns_on_the_world_model_env(tiny_world_model):
+    """PPO runs on the WM env as it is: Dict observations, (chunk, A) Box actions (rl extra)."""
+    sb3 = pytest.importorskip("stable_baselines3")
+    import gymnasium as gym
+
+    import cosmos_sim  # noqa: F401
+
+    env = gym.make("cosmos_sim/WorldModel-v0", model=str(tiny_world_model), sampler_steps=1)
+    model = sb3.PPO(
+        "MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu"
+    )
+    model.learn(total_timesteps=256)
+    assert model.num_timesteps >= 256
+    action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
+    assert action.shape == env.action_space.shape
