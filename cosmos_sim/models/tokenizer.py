@@ -471,8 +471,16 @@ def reconstruction_loss(
     recon: torch.Tensor, target: torch.Tensor, w: LossWeights | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L1 + (1 - SSIM) + image-gradient L1 of videos (B, T, 3, H, W) in [-1, 1]."""
-    w = w or LossWeights()
-    recon, target = recon.float(), target.float()
+    with torch.autocast(recon.device.type, enabled=False):
+        # fp32 always: under bf16 autocast the SSIM blur convolutions would run in bf16,
+        # where blur(x²) - blur(x)² cancels catastrophically (the variances of flat
+        # regions come out as noise ≫ c2) and the loss pulls the model apart.
+        return _reconstruction_loss(recon.float(), target.float(), w or LossWeights())
+
+
+def _reconstruction_loss(
+    recon: torch.Tensor, target: torch.Tensor, w: LossWeights
+) -> tuple[torch.Tensor, dict[str, float]]:
     b, t, c, h, wd = target.shape
     x = (recon.reshape(b * t, c, h, wd) + 1) / 2  # (B·T, 3, H, W) in [0, 1]
     y = (target.reshape(b * t, c, h, wd) + 1) / 2

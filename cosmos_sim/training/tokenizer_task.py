@@ -74,7 +74,7 @@ class TokenizerRecipe:
 PCA_INIT_BATCHES = 8
 RECIPES = {
     "cpu-small": TokenizerRecipe(
-        batch_size=8, frames=9, lr=3e-5, warmup_steps=20, steps=3000, num_workers=1
+        batch_size=8, frames=9, lr=1e-4, warmup_steps=20, steps=3000, num_workers=1
     ),
     "gpu": TokenizerRecipe(
         batch_size=32, frames=17, lr=4e-4, warmup_steps=1000, steps=100_000, num_workers=8

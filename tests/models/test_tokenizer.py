@@ -230,3 +230,14 @@ def test_latent_cache_is_written_and_invalidated_when_weights_change(tmp_path):
         keys = set(EpisodeStore.open(tmp_path / "s.zarr").group["latents"].group_keys())
         assert second["weights_hash"] != first["weights_hash"]
         assert second["weights_hash"] in keys and first["weights_hash"] not in keys
+
+
+def test_loss_is_fp32_even_under_bf16_autocast():
+    # bf16 SSIM variances (blur(x²) - blur(x)²) cancel catastrophically on flat renders
+    x = torch.zeros(1, 5, 3, 32, 32)
+    x[..., 8:24, 8:24] = 0.6
+    y = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    fp32, _ = reconstruction_loss(y, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, metrics = reconstruction_loss(y, x)
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, fp32)
