@@ -276,7 +276,10 @@ def evaluate(
     if model == "sim":
         candidate = gym.make(f"cosmos_sim/{env_name}-v0", **view)
     elif "cosmos_sim/WorldModel-v0" in gym.registry:
-        candidate = gym.make("cosmos_sim/WorldModel-v0", model=model, task=task, **view)
+        # One sub-env per episode: every episode of a policy in one batched forward pass.
+        candidate = gym.make_vec(
+            "cosmos_sim/WorldModel-v0", num_envs=episodes, model=model, task=task, **view
+        )
     else:
         raise ModelError(
             "world-model environments are not available in this version",

@@ -1,7 +1,8 @@
 """Policy evaluation runs: every policy in a reference env (the simulator) and a candidate
 env (a world model), from the same initial states, and how well the two agree.
 
-Both envs follow the Gymnasium contract of :mod:`cosmos_sim.envs`: ``reset(seed=s)``
+Either env may be a vector env with one sub-env per episode (the world model's natively
+batched env runs every episode of a policy in one batch). Both follow the Gymnasium contract of :mod:`cosmos_sim.envs`: ``reset(seed=s)``
 with the same ``s`` gives the same initial state in both; ``info["is_success"]`` says
 whether the episode succeeded; a candidate may add ``info["success_probability"]``
 (a world model's success head), which is scored for calibration.
@@ -9,6 +10,7 @@ whether the episode succeeded; a candidate may add ``info["success_probability"]
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,6 +76,61 @@ def run_policy(
     )
 
 
+def run_policy_vec(
+    env: gym.vector.VectorEnv,
+    policy: Policy,
+    seeds: list[int],
+    *,
+    keep_frames: int = 0,
+    on_episode: Callable[[], None] | None = None,
+) -> Rollouts:
+    """`run_policy` for a vector env with one sub-env per seed: every episode in one batch.
+
+    Each sub-env gets its own copy of the policy (policies may keep per-episode state).
+    """
+    if env.num_envs != len(seeds):
+        raise ValueError(f"need one sub-env per seed: {env.num_envs=} {len(seeds)=}")
+    policies = [copy.deepcopy(policy) for _ in seeds]
+    for p, seed in zip(policies, seeds, strict=True):
+        if hasattr(p, "reset"):
+            p.reset(seed)
+    obs, _ = env.reset(seed=list(seeds))
+    n = len(seeds)
+    done = np.zeros(n, bool)
+    success, returns, probs = np.zeros(n, bool), np.zeros(n), np.full(n, np.nan)
+    frames: list[dict[str, list]] = [{} for _ in range(min(keep_frames, n))]
+    while not done.all():
+        actions = np.stack([policies[i]({k: v[i] for k, v in obs.items()}) for i in range(n)])
+        obs, reward, terminated, truncated, info = env.step(actions)
+        live = ~done
+        returns += np.where(live, reward, 0.0)
+        for i, kept in enumerate(frames):
+            if live[i]:
+                for cam, f in info.get("frames", {}).items():
+                    kept.setdefault(cam, []).append(f[i])
+        ended = (terminated | truncated) & live
+        success[ended] = np.asarray(info.get("is_success", np.zeros(n, bool)))[ended]
+        if "success_probability" in info:
+            probs[ended] = np.asarray(info["success_probability"])[ended]
+        done |= ended
+        for _ in range(int(ended.sum())):
+            if on_episode is not None:
+                on_episode()
+    return Rollouts(
+        success=success,
+        returns=returns,
+        success_probability=None if np.isnan(probs).any() else probs,
+        frames=[{cam: np.concatenate(f) for cam, f in kept.items()} for kept in frames],
+    )
+
+
+def rollouts(env, policy: Policy, seeds: list[int], **kwargs) -> Rollouts:
+    """One episode per seed, batched when `env` is a vector env."""
+    if isinstance(env, gym.vector.VectorEnv):
+        return run_policy_vec(env, policy, seeds, **kwargs)
+    return run_policy(env, policy, seeds, **kwargs)
+
+
 @dataclass
 class PolicyResult:
     name: str
@@ -129,8 +186,8 @@ def evaluate(
     seeds = list(range(seed, seed + episodes))
     results = []
     for policy in policies:
-        ref = run_policy(reference, policy, seeds, keep_frames=keep_frames, on_episode=on_episode)
-        cand = run_policy(candidate, policy, seeds, keep_frames=keep_frames, on_episode=on_episode)
+        ref = rollouts(reference, policy, seeds, keep_frames=keep_frames, on_episode=on_episode)
+        cand = rollouts(candidate, policy, seeds, keep_frames=keep_frames, on_episode=on_episode)
         results.append(PolicyResult(policy.name, ref, cand))
     agree = metrics.agreement(
         [r.reference.success for r in results],

@@ -266,3 +266,30 @@ def test_stable_baselines3_ppo_learns_on_the_world_model_env(tiny_world_model):
     assert model.num_timesteps >= 256
     action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
     assert action.shape == env.action_space.shape
+
+
+def test_evaluation_runs_every_episode_of_a_policy_in_one_batch(tiny_world_model):
+    import gymnasium as gym
+
+    import cosmos_sim  # noqa: F401
+    from cosmos_sim.evaluation.policies import load_policy
+    from cosmos_sim.evaluation.policy_eval import evaluate
+
+    seeds = 3
+    wm = gym.make_vec(
+        "cosmos_sim/WorldModel-v0", num_envs=seeds, model=str(tiny_world_model), sampler_steps=1
+    )
+    sim_env = gym.make("cosmos_sim/Reach-v0", size=SIZE)
+    sim = sim_env.unwrapped
+    policies = [
+        load_policy(
+            p, task=sim.task, state_names=sim.sim.state_names, action_space=sim_env.action_space
+        )
+        for p in ("expert@1.0", "random")
+    ]
+    run = evaluate("reach", sim_env, wm, policies, episodes=seeds, n_boot=20, keep_frames=1)
+    for p in run.policies:
+        assert p.candidate.success.shape == (seeds,)
+        assert p.candidate.success_probability.shape == (seeds,)
+        assert p.candidate.frames[0]["front"].shape == (40, SIZE, SIZE, 3)  # 10 steps × 4 frames
+    assert run.brier is not None and 0.0 <= run.brier <= 1.0
