@@ -34,16 +34,16 @@ POLICIES = [
     "random",
 ]
 MODELS = {"reach": "wm-diffusion-reach", "push": "wm-diffusion-push"}
-EPISODES = 30
+EPISODES = 24
 SEED = 10_000
 TARGETS = {"pearson": 0.97, "spearman": 0.95, "mmrv": 0.03}
 
 
 def run_task(task: str, model: str, episodes: int = EPISODES) -> dict:
     env_id = f"cosmos_sim/{task.capitalize()}-v0"
-    candidate = gym.make("cosmos_sim/WorldModel-v0", model=model)
-    camera = candidate.unwrapped.vec.camera
-    size = candidate.unwrapped.vec.sim.height
+    # One sub-env per episode: every episode of a policy in one batched forward pass.
+    candidate = gym.make_vec("cosmos_sim/WorldModel-v0", num_envs=episodes, model=model)
+    camera, size = candidate.camera, candidate.sim.height
     reference = gym.make(env_id, cameras=camera, size=size)
     sim = reference.unwrapped
     policies = [
