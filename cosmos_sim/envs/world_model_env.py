@@ -42,6 +42,10 @@ from cosmos_sim.envs.spaces import check_action, chunk_action_space, observation
 from cosmos_sim.errors import CameraError, ModelError
 from cosmos_sim.models import zoo
 
+# Each latent frame is sampled starting from the previous one noised to this σ (SDEdit);
+# None starts from pure noise at σ_max. Chosen by benchmarks/world_model.py (drift).
+SIGMA_START: float | None = 1.0
+
 
 @dataclass
 class LoadedWorldModel:
@@ -112,6 +116,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         task: str | None = None,
         family: str = "diffusion",
         sampler_steps: int | None = None,
+        sigma_start: float | None = SIGMA_START,
         cameras: str | list[str] | None = None,
         size: int | None = None,
         device: str = "cpu",
@@ -157,6 +162,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         )
         self.num_envs, self.device, self.render_mode = num_envs, torch.device(device), render_mode
         self.sampler_steps, self.include_state = sampler_steps, include_state
+        self.sigma_start = sigma_start  # None: sample from pure noise at the model's σ_max
         self.chunk = self.wm.model.chunk
         self.max_steps = self.sim.task.episode_length // self.chunk
         self.metadata = {**self.metadata, "render_fps": self.sim.fps}
@@ -246,7 +252,14 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         model = self.wm.model
         with torch.no_grad():
             z = model.next_frame(
-                self._cache, chunk, time, shape, steps=self.sampler_steps, generator=self._generator
+                self._cache,
+                chunk,
+                time,
+                shape,
+                steps=self.sampler_steps,
+                generator=self._generator,
+                previous=self._latents[:, -1:],
+                sigma_start=self.sigma_start,
             )
             next_action = model.append(self._cache, z, time)  # (B, c, A) normalised
             # Keep as much context as the model was trained with (RoPE sees only differences).

@@ -199,15 +199,24 @@ def sample(
     generator: torch.Generator | None = None,
     noise: Tensor | None = None,
     device: torch.device | str = "cpu",
+    start: Tensor | None = None,
+    sigma_start: float | None = None,
 ) -> Tensor:
-    """Draw x = σ_max·n, n ~ N(0, I) of ``shape`` (or the given ``noise``), integrate to σ = 0."""
+    """Draw x = σ_max·n, n ~ N(0, I) of ``shape`` (or the given ``noise``), integrate to σ = 0.
+
+    With ``start`` (SDEdit, Meng et al. 2022): begin at x = start + σ_start·n instead, a
+    guess (for a world model: the previous latent frame) noised to ``sigma_start``.
+    """
     if sampler not in SAMPLERS:
         raise ConfigError(
             "unknown sampler", field="sampler", expected=list(SAMPLERS), found=sampler
         )
-    sigmas = karras_sigmas(steps, cfg.sigma_min, cfg.sigma_max, cfg.rho)
+    top = cfg.sigma_max if sigma_start is None else float(sigma_start)
+    if not cfg.sigma_min < top:
+        raise ConfigError("sigma_start must exceed sigma_min", field="sigma_start", found=top)
+    sigmas = karras_sigmas(steps, cfg.sigma_min, top, cfg.rho)
     n = noise if noise is not None else torch.randn(shape, generator=generator).to(device)
-    x = n * sigmas[0]
+    x = n * sigmas[0] if start is None else start + n * sigmas[0]
     return SAMPLERS[sampler](denoise, x, sigmas)
 
 
@@ -389,6 +398,8 @@ class DiffusionWorldModel(nn.Module):
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         guide: tuple[str, ...] = GUIDE_ALL,
+        start: Tensor | None = None,
+        sigma_start: float | None = None,
     ) -> Tensor:
         """Sample the ``is_target`` frames (B, F) of ``tokens`` (B, N, P) given the other,
         clean frames and the cache. Guidance drops the sampled frames' ``guide`` conditions
@@ -413,6 +424,8 @@ class DiffusionWorldModel(nn.Module):
             generator,
             noise,
             tokens.device,
+            start,
+            sigma_start,
         )
         return torch.where(tgt, x, tokens)
 
@@ -491,6 +504,8 @@ class DiffusionWorldModel(nn.Module):
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         guide: tuple[str, ...] = GUIDE_ALL,
+        start: Tensor | None = None,
+        sigma_start: float | None = None,
     ) -> Tensor:
         """Sample the target frames of ``batch`` (B, N, P) tokens; context frames are kept.
 
@@ -511,6 +526,8 @@ class DiffusionWorldModel(nn.Module):
             noise,
             generator,
             guide,
+            start,
+            sigma_start,
         )
 
 

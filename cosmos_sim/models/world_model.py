@@ -127,12 +127,28 @@ class ActionWorldModel(nn.Module):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         guidance: float = 1.0,
+        previous: Tensor | None = None,
+        sigma_start: float | None = None,
     ) -> Tensor:
-        """Sample latent frame `time` (B, 1, C, h, w) given the cached past and its action chunk."""
+        """Sample latent frame `time` (B, 1, C, h, w) given the cached past and its action chunk.
+
+        With ``previous`` (B, 1, C, h, w) and ``sigma_start``, sampling starts from the
+        previous frame noised to σ_start rather than from pure noise at σ_max: consecutive
+        latent frames differ little, and the short path drifts less in long rollouts.
+        """
         b = action_chunk.shape[0]
-        placeholder = torch.zeros(b, 1, *latent_shape)
+        placeholder = torch.zeros(b, 1, *latent_shape) if previous is None else previous
         batch = self._tokens(placeholder, action_chunk[:, None], time, 0)
-        tokens = self.wm.generate(batch, cache, steps=steps, generator=generator, guidance=guidance)
+        start = None if previous is None or sigma_start is None else batch.tokens
+        tokens = self.wm.generate(
+            batch,
+            cache,
+            steps=steps,
+            generator=generator,
+            guidance=guidance,
+            start=start,
+            sigma_start=sigma_start if start is not None else None,
+        )
         return torch.stack(unpack(tokens, batch))  # (B, 1, C, h, w)
 
     @torch.no_grad()

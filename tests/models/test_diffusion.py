@@ -186,3 +186,19 @@ def test_self_forcing_replaces_only_the_last_context_frame():
     m.cfg.context_noise = 0.1  # and noise augmentation of the context
     loss, metrics = m.training_step(batch)
     assert torch.isfinite(loss) and "loss_action" in metrics
+
+
+def test_sampling_from_a_noised_start_reaches_the_oracle_target():
+    """SDEdit start: x = start + σ_start·n; an oracle denoiser still lands on its target."""
+    from cosmos_sim.models.diffusion import EDMConfig, sample
+
+    target = torch.randn(2, 8, 4)
+    start = target + 0.1 * torch.randn_like(target)
+    out = sample(
+        lambda x, s: target, target.shape, EDMConfig(), steps=3, start=start, sigma_start=1.0
+    )
+    torch.testing.assert_close(out, target)
+    with pytest.raises(Exception, match="sigma_start"):
+        sample(
+            lambda x, s: target, target.shape, EDMConfig(), steps=3, start=start, sigma_start=0.0
+        )
