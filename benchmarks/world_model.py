@@ -24,7 +24,7 @@ import torch
 
 from benchmarks.common import print_table, write_result
 from cosmos_sim.data.store import EpisodeStore
-from cosmos_sim.envs.world_model_env import LoadedWorldModel
+from cosmos_sim.envs.world_model_env import SIGMA_START, LoadedWorldModel
 from cosmos_sim.models.tokenizer import ssim
 from cosmos_sim.training.world_model_task import CHUNK, HELD_OUT_EVERY
 
@@ -46,7 +46,12 @@ def ssim_u8(a: np.ndarray, b: np.ndarray) -> float:
 
 @torch.no_grad()
 def rollout(
-    wm: LoadedWorldModel, first: np.ndarray, chunks: np.ndarray, drop_actions: bool, seed: int
+    wm: LoadedWorldModel,
+    first: np.ndarray,
+    chunks: np.ndarray,
+    drop_actions: bool,
+    seed: int,
+    sigma_start: float | None = SIGMA_START,
 ) -> np.ndarray:
     """(B, H, W, 3) first frames + (B, K, c, A) chunks → generated video (B, 1 + cK, H, W, 3)."""
     model, tok = wm.model, wm.tokenizer
@@ -59,7 +64,9 @@ def rollout(
         a = torch.from_numpy(wm.action_stats.normalize(chunks[:, k])).float()
         if drop_actions:
             a = torch.zeros_like(a)
-        z = model.next_frame(cache, a, k + 1, shape, generator=gen, guidance=1.0)
+        z = model.next_frame(
+            cache, a, k + 1, shape, generator=gen, previous=latents[:, -1:], sigma_start=sigma_start
+        )
         model.append(cache, z, k + 1)
         cache.keep_last(wm.context_frames)
         latents = torch.cat([latents, z], 1)
@@ -90,6 +97,19 @@ def main(model: str = MODEL, store_path: Path = STORE, name: str = "world_model"
     batched_s = time.perf_counter() - t0
     blind = rollout(wm, real[:, 0], chunks, True, 0)
     copy = np.repeat(real[:, :1], frames, axis=1)
+    # The sampler's start, side by side: from pure noise at σ_max vs the previous frame (SDEdit).
+    last = slice(1 + CHUNK * (k_max - 1), 1 + CHUNK * k_max)
+    truth_last = real[:, last].reshape(-1, *real.shape[2:])
+    starts = {}
+    for start in (None, 0.5, 1.0, 2.0):
+        video = (
+            gen
+            if start == SIGMA_START
+            else rollout(wm, real[:, 0], chunks, False, 0, sigma_start=start)
+        )
+        starts["sigma_max" if start is None else f"previous+{start}"] = psnr(
+            video[:, last].reshape(-1, *real.shape[2:]), truth_last
+        )
     rows, result = (
         [],
         {
@@ -155,6 +175,8 @@ def main(model: str = MODEL, store_path: Path = STORE, name: str = "world_model"
         "batched_latent_frames_per_s": n / batched_s,
         "single_latent_frames_per_s": n / single_s,
     }
+    result["sampler_start_psnr_at_last_step"] = starts
+    result["sigma_start"] = SIGMA_START
     result["baseline_note"] = (
         "action_dropped = the same model with actions dropped (CFG branch), not a separately trained action-blind model"
     )
@@ -170,6 +192,10 @@ def main(model: str = MODEL, store_path: Path = STORE, name: str = "world_model"
     print(
         f"speed: {result['speed']['batched_latent_frames_per_s']:.1f} latent frames/s batched, "
         f"{result['speed']['single_latent_frames_per_s']:.1f} one at a time; sensitivity {result['action_sensitivity']}"
+    )
+    print(
+        f"PSNR at latent step {k_max} by sampler start: "
+        + ", ".join(f"{k} {v:.1f} dB" for k, v in starts.items())
     )
     print(f"wrote {write_result(name, result)}")
     return result
