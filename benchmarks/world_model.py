@@ -24,7 +24,7 @@ import torch
 
 from benchmarks.common import print_table, write_result
 from cosmos_sim.data.store import EpisodeStore
-from cosmos_sim.envs.world_model_env import SIGMA_START, LoadedWorldModel
+from cosmos_sim.envs.world_model_env import GUIDANCE, SIGMA_START, LoadedWorldModel
 from cosmos_sim.models.tokenizer import ssim
 from cosmos_sim.training.world_model_task import CHUNK, HELD_OUT_EVERY
 
@@ -52,6 +52,7 @@ def rollout(
     drop_actions: bool,
     seed: int,
     sigma_start: float | None = SIGMA_START,
+    guidance: float = GUIDANCE,
 ) -> np.ndarray:
     """(B, H, W, 3) first frames + (B, K, c, A) chunks → generated video (B, 1 + cK, H, W, 3)."""
     model, tok = wm.model, wm.tokenizer
@@ -65,7 +66,14 @@ def rollout(
         if drop_actions:
             a = torch.zeros_like(a)
         z = model.next_frame(
-            cache, a, k + 1, shape, generator=gen, previous=latents[:, -1:], sigma_start=sigma_start
+            cache,
+            a,
+            k + 1,
+            shape,
+            generator=gen,
+            previous=latents[:, -1:],
+            sigma_start=sigma_start,
+            guidance=guidance,
         )
         model.append(cache, z, k + 1)
         cache.keep_last(wm.context_frames)
@@ -138,33 +146,37 @@ def main(model: str = MODEL, store_path: Path = STORE, name: str = "world_model"
                 scores["world_model"]["psnr"] - scores["action_dropped"]["psnr"],
             ]
         )
-    # Action sensitivity: the probe's end-effector after true vs reversed chunks.
-    with torch.no_grad():
-        lat_true = wm.tokenizer.encode(
-            torch.from_numpy(gen[:, : 1 + CHUNK * k_max]).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
-        )
-        rev = rollout(wm, real[:, 0], -chunks, False, 0)
-        lat_rev = wm.tokenizer.encode(
-            torch.from_numpy(rev).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
-        )
-        s_true = wm.model.read(lat_true[:, -1:])[0][:, 0].numpy() * wm.state_std + wm.state_mean
-        s_rev = wm.model.read(lat_rev[:, -1:])[0][:, 0].numpy() * wm.state_std + wm.state_mean
+    # Action sensitivity: where the probe reads the end effector after the true vs the
+    # reversed chunks, with and without classifier-free guidance on the actions.
     names = list(store.spec.state_names)
     ee = [names.index("ee.x"), names.index("ee.y")]
     real_ee = np.stack(
         [store.read_window(e, 0, frames, fields=("state",))["state"][-1] for e in held]
     )[:, ee]
-    result["action_sensitivity"] = {
-        # how far apart the end effector ends up under the true vs the reversed chunks
-        "ee_distance_true_vs_reversed_m": float(
-            np.linalg.norm(s_true[:, ee] - s_rev[:, ee], axis=1).mean()
-        ),
-        # and how far the true-action rollout's end effector is from the recorded one
-        "ee_error_true_actions_m": float(np.linalg.norm(s_true[:, ee] - real_ee, axis=1).mean()),
-        "frame_difference_true_vs_reversed": float(
-            np.abs(gen.astype(float) - rev.astype(float)).mean()
-        ),
-    }
+
+    def final_ee(video: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            lat = wm.tokenizer.encode(
+                torch.from_numpy(video).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+            )
+            state = wm.model.read(lat[:, -1:])[0][:, 0].numpy() * wm.state_std + wm.state_mean
+        return state[:, ee]
+
+    sensitivity = {}
+    for g in (1.0, 3.0):
+        fwd = gen if g == GUIDANCE else rollout(wm, real[:, 0], chunks, False, 0, guidance=g)
+        rev = rollout(wm, real[:, 0], -chunks, False, 0, guidance=g)
+        ee_fwd, ee_rev = final_ee(fwd), final_ee(rev)
+        sensitivity[f"guidance_{g:g}"] = {
+            # how far apart the end effector ends up under the true vs the reversed chunks
+            "ee_distance_true_vs_reversed_m": float(np.linalg.norm(ee_fwd - ee_rev, axis=1).mean()),
+            # and how far the true-action rollout's end effector is from the recorded one
+            "ee_error_true_actions_m": float(np.linalg.norm(ee_fwd - real_ee, axis=1).mean()),
+            "frame_difference_true_vs_reversed": float(
+                np.abs(fwd.astype(float) - rev.astype(float)).mean()
+            ),
+        }
+    result["action_sensitivity"] = sensitivity
     # Speed: the same rollout one episode at a time.
     t0 = time.perf_counter()
     for i in range(len(held)):

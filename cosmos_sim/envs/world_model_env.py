@@ -45,6 +45,8 @@ from cosmos_sim.models import zoo
 # Each latent frame is sampled starting from the previous one noised to this σ (SDEdit);
 # None starts from pure noise at σ_max. Chosen by benchmarks/world_model.py (drift).
 SIGMA_START: float | None = 1.0
+# Classifier-free guidance scale on the action chunk (1 = plain conditional sampling).
+GUIDANCE: float = 1.0
 
 
 @dataclass
@@ -117,6 +119,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         family: str = "diffusion",
         sampler_steps: int | None = None,
         sigma_start: float | None = SIGMA_START,
+        guidance: float = GUIDANCE,
         cameras: str | list[str] | None = None,
         size: int | None = None,
         device: str = "cpu",
@@ -163,6 +166,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.num_envs, self.device, self.render_mode = num_envs, torch.device(device), render_mode
         self.sampler_steps, self.include_state = sampler_steps, include_state
         self.sigma_start = sigma_start  # None: sample from pure noise at the model's σ_max
+        self.guidance = guidance  # classifier-free guidance on the action chunk (1 = none)
         self.chunk = self.wm.model.chunk
         self.max_steps = self.sim.task.episode_length // self.chunk
         self.metadata = {**self.metadata, "render_fps": self.sim.fps}
@@ -260,6 +264,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                 generator=self._generator,
                 previous=self._latents[:, -1:],
                 sigma_start=self.sigma_start,
+                guidance=self.guidance,
             )
             next_action = model.append(self._cache, z, time)  # (B, c, A) normalised
             # Keep as much context as the model was trained with (RoPE sees only differences).
