@@ -26,16 +26,20 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,omniverse]'
+	$(BIN)/pip install -q -e '.[dev,omniverse,rl]'
 	touch $(STAMP)
 
 install: system-deps $(STAMP)
 
+# The main job: record, inspect, then evaluate graded policies in the shipped world model
+# against the simulator and report how well the rankings agree.
 demo: install
 	$(BIN)/cosmos-sim record --task reach --episodes 4 --skill 0.8 --cameras front,top,side --seed 0 --out $(OUT)/reach.zarr --overwrite
 	$(BIN)/cosmos-sim info $(OUT)/reach.zarr
 	$(BIN)/cosmos-sim view $(OUT)/reach.zarr --episode 0 --out $(OUT)/reach-episode0.rrd
-	@echo "demo outputs are in $(OUT)/ (open the .rrd with: $(BIN)/rerun $(OUT)/reach-episode0.rrd)"
+	$(BIN)/cosmos-sim evaluate --task reach --model wm-diffusion-reach --policies expert@1.0,expert@0.75,expert@0.5,expert@0.25,random --episodes 12 --out $(OUT)/evaluation
+	@echo "demo outputs are in $(OUT)/: the store, reach-episode0.rrd, and evaluation/ (report.md, scatter.png, rollouts.rrd)"
+	@echo "open a recording with: $(BIN)/rerun $(OUT)/evaluation/rollouts.rrd"
 
 # pytest exits 5 when it collects no tests: that is not a failure.
 test: install
