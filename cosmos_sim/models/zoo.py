@@ -149,6 +149,7 @@ def save_model(
         for k, v in state_dict.items()
     }
     save_file(cast, str(tmp / "weights.safetensors"))
+    os.chmod(tmp / "weights.safetensors", 0o644)
     if stats is not None:
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
     if card is not None:

@@ -407,6 +407,11 @@ def write_card(
                 if h["reachable"]
                 else f" — H.264 cannot go that low; this is its lowest rate, {h['bpp']:.4f} bpp"
             )
+            + (
+                f" — reached already at {h['bpp']:.3f} bpp, the top of the CRF sweep"
+                if h.get("above_sweep")
+                else ""
+            )
             + ".",
             "",
             "| store/camera | PSNR dB | SSIM |",
