@@ -632,6 +632,9 @@ def omniverse_path() -> None:
 
 def main() -> None:
     """Console entry point: user mistakes become one line and exit code 2."""
+    from cosmos_sim.device import configure_threads
+
+    configure_threads()
     try:
         app(standalone_mode=False)
     except CosmosSimError as e:
