@@ -106,6 +106,26 @@ class LoadedWorldModel:
         )
 
 
+@torch.no_grad()
+def decoder_window(
+    tokenizer: torch.nn.Module, size: tuple[int, int], longest: int = 12
+) -> int | None:
+    """The fewest trailing latent frames that decode the newest frame exactly as the whole
+    history does (the causal decoder's receptive field), measured once; None = whole history.
+
+    Decoding only that window keeps an env step's cost flat instead of growing with the
+    episode.
+    """
+    g = torch.Generator().manual_seed(0)
+    h, w = size[0] // 8, size[1] // 8
+    z = torch.randn(1, longest, tokenizer.cfg.bottleneck_channels, h, w, generator=g)
+    full = tokenizer.decode(z)[:, -4:]
+    for window in range(2, longest):
+        if torch.allclose(tokenizer.decode(z[:, -window:])[:, -4:], full, atol=1e-5):
+            return window
+    return None
+
+
 class WorldModelVectorEnv(gym.vector.VectorEnv):
     """``num_envs`` rollouts of one world model, advanced by one batched forward pass."""
 
@@ -187,6 +207,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self._done = np.zeros(num_envs, bool)
         self._last: dict[str, np.ndarray] = {}
         self._generator = torch.Generator().manual_seed(0)
+        self._window = decoder_window(self.wm.tokenizer, (self.sim.height, self.sim.width))
 
     # -- helpers ---------------------------------------------------------------------------
     def _encode_first(self, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -206,7 +227,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
 
     def _decode_last(self) -> np.ndarray:
         """The `chunk` video frames of the newest latent frame, (B, c, H, W, 3) uint8."""
-        video = self.wm.tokenizer.decode(self._latents)[:, -self.chunk :]  # (B, c, 3, H, W)
+        latents = self._latents if self._window is None else self._latents[:, -self._window :]
+        video = self.wm.tokenizer.decode(latents)[:, -self.chunk :]  # (B, c, 3, H, W)
         return (
             ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).cpu().numpy()
         )

@@ -293,3 +293,17 @@ def test_evaluation_runs_every_episode_of_a_policy_in_one_batch(tiny_world_model
         assert p.candidate.success_probability.shape == (seeds,)
         assert p.candidate.frames[0]["front"].shape == (40, SIZE, SIZE, 3)  # 10 steps × 4 frames
     assert run.brier is not None and 0.0 <= run.brier <= 1.0
+
+
+def test_decoder_window_reproduces_full_history_decoding(tokenized):
+    from cosmos_sim.envs.world_model_env import decoder_window
+
+    _, tok_dir = tokenized
+    tok = zoo.load_model(tok_dir).module
+    window = decoder_window(tok, (SIZE, SIZE))
+    assert window is not None and 2 <= window < 12
+    z = torch.randn(2, 9, *LATENT)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            tok.decode(z[:, -window:])[:, -4:], tok.decode(z)[:, -4:], atol=1e-5, rtol=0
+        )
