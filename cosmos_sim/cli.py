@@ -261,7 +261,7 @@ def evaluate(
     from cosmos_sim.errors import ModelError
     from cosmos_sim.evaluation.policies import load_policy, parse_policies
     from cosmos_sim.evaluation.policy_eval import evaluate as run_evaluation
-    from cosmos_sim.evaluation.report import write_report
+    from cosmos_sim.evaluation.report import format_with_ci, write_report
 
     env_name = {t: n for n, (t, _) in SIM_TASKS.items()}.get(task)
     if env_name is None:
@@ -322,9 +322,8 @@ def evaluate(
     console.print(table)
     a = run.agreement
     console.print(
-        f"Pearson r {a.pearson:.3f} [{a.pearson_ci[0]:.3f}, {a.pearson_ci[1]:.3f}]  "
-        f"Spearman ρ {a.spearman:.3f} [{a.spearman_ci[0]:.3f}, {a.spearman_ci[1]:.3f}]  "
-        f"MMRV {a.mmrv:.3f} [{a.mmrv_ci[0]:.3f}, {a.mmrv_ci[1]:.3f}]"
+        f"Pearson r {format_with_ci(a.pearson, a.pearson_ci)}  Spearman ρ {format_with_ci(a.spearman, a.spearman_ci)}  "
+        f"MMRV {format_with_ci(a.mmrv, a.mmrv_ci)}  (95% bootstrap intervals)"
     )
     for kind, path in paths.items():
         console.print(f"  {kind:<11} {path}")

@@ -12,8 +12,13 @@ import numpy as np
 from cosmos_sim.evaluation.policy_eval import EvaluationRun
 
 
-def _fmt_ci(value: float, ci) -> str:
-    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+def fmt(value: float) -> str:
+    """A correlation is undefined when one side gives every policy the same rate."""
+    return "undefined (a constant side)" if np.isnan(value) else f"{value:.3f}"
+
+
+def format_with_ci(value: float, ci) -> str:
+    return fmt(value) if np.isnan(value) else f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def markdown(run: EvaluationRun, reference: str, candidate: str) -> str:
@@ -34,9 +39,9 @@ def markdown(run: EvaluationRun, reference: str, candidate: str) -> str:
         "",
         "| agreement | value [95% bootstrap CI] |",
         "|---|---|",
-        f"| Pearson r | {_fmt_ci(a.pearson, a.pearson_ci)} |",
-        f"| Spearman ρ | {_fmt_ci(a.spearman, a.spearman_ci)} |",
-        f"| MMRV | {_fmt_ci(a.mmrv, a.mmrv_ci)} |",
+        f"| Pearson r | {format_with_ci(a.pearson, a.pearson_ci)} |",
+        f"| Spearman ρ | {format_with_ci(a.spearman, a.spearman_ci)} |",
+        f"| MMRV | {format_with_ci(a.mmrv, a.mmrv_ci)} |",
     ]
     if run.brier is not None:
         lines += ["", f"Calibration of the predicted success: Brier score {run.brier:.3f}."]
@@ -62,7 +67,7 @@ def scatter_plot(run: EvaluationRun, path: Path, reference: str, candidate: str)
         ylim=(-0.05, 1.05),
         xlabel=f"{reference} success rate",
         ylabel=f"{candidate} success rate",
-        title=f"{run.task}: r={a.pearson:.2f} ρ={a.spearman:.2f} MMRV={a.mmrv:.3f}",
+        title=f"{run.task}: r={fmt(a.pearson)[:5]} ρ={fmt(a.spearman)[:5]} MMRV={a.mmrv:.3f}",
     )
     ax.set_aspect("equal")
     fig.tight_layout()
