@@ -12,6 +12,9 @@ SKIP = {"common", "__main__"}
 
 
 def main(names: list[str]) -> int:
+    from cosmos_sim.device import configure_threads
+
+    print(f"torch threads: {configure_threads()} (by machine load; OMP_NUM_THREADS overrides)")
     available = sorted(
         m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name not in SKIP
     )
