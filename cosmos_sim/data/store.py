@@ -404,7 +404,8 @@ class EpisodeStore:
     def instructions(self) -> list[str]:
         return [str(s) for s in self._array("episode_instruction")[: len(self)]]
 
-    def _cameras(self, cameras: Sequence[str] | None) -> list[str]:
+    def check_cameras(self, cameras: Sequence[str] | None) -> list[str]:
+        """The cameras asked for (all when None), or a StoreError naming one the store lacks."""
         if cameras is None:
             return self.cameras
         for c in cameras:
@@ -458,7 +459,7 @@ class EpisodeStore:
         for f in fields:
             if f in CAMERA_FIELDS:
                 out[f] = {}
-                for cam in self._cameras(cameras):
+                for cam in self.check_cameras(cameras):
                     if f not in self.spec.cameras[cam].fields():
                         raise StoreError(
                             "camera has no such field", path=self.path, field=f"cameras/{cam}/{f}"
@@ -477,7 +478,7 @@ class EpisodeStore:
 
     def read_episode(self, index: int, cameras: Sequence[str] | None = None) -> Episode:
         start, end = self.episode_bounds(index)
-        cams = self._cameras(cameras)
+        cams = self.check_cameras(cameras)
         all_fields = ("action", "state", "reward", *CAMERA_FIELDS)
         fields = [
             f

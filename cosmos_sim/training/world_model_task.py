@@ -93,15 +93,7 @@ def load_sequences(
     seqs = Sequences()
     for si, store in enumerate(stores):
         cache = latent_cache(store, tokenizer_hash)
-        for camera in cameras:
-            if camera not in store.cameras:
-                raise StoreError(
-                    "store has no such camera",
-                    path=store.path,
-                    field="camera",
-                    expected=store.cameras,
-                    found=camera,
-                )
+        for camera in store.check_cameras(cameras):
             lat = cache[camera]["latents"]
             covered = np.asarray(cache[camera]["frames"][:])
             for e in range(len(store)):
