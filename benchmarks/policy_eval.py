@@ -18,6 +18,7 @@ import gymnasium as gym
 
 import cosmos_sim  # noqa: F401  (registers the envs)
 from benchmarks.common import print_table, write_result
+from cosmos_sim.envs.registration import sim_env_id
 from cosmos_sim.evaluation.policies import load_policy
 from cosmos_sim.evaluation.policy_eval import evaluate
 from cosmos_sim.evaluation.report import write_report
@@ -40,7 +41,7 @@ TARGETS = {"pearson": 0.97, "spearman": 0.95, "mmrv": 0.03}
 
 
 def run_task(task: str, model: str, episodes: int = EPISODES) -> dict:
-    env_id = f"cosmos_sim/{task.capitalize()}-v0"
+    env_id = sim_env_id(task)
     # One sub-env per episode: every episode of a policy in one batched forward pass.
     candidate = gym.make_vec("cosmos_sim/WorldModel-v0", num_envs=episodes, model=model)
     camera, size = candidate.camera, candidate.sim.height
@@ -74,8 +75,8 @@ def run_task(task: str, model: str, episodes: int = EPISODES) -> dict:
 
 def baseline(task: str, episodes: int) -> dict:
     """The simulator against itself from another camera: what perfect agreement looks like."""
-    ref = gym.make(f"cosmos_sim/{task.capitalize()}-v0", cameras="front", size=32)
-    cand = gym.make(f"cosmos_sim/{task.capitalize()}-v0", cameras="top", size=32)
+    ref = gym.make(sim_env_id(task), cameras="front", size=32)
+    cand = gym.make(sim_env_id(task), cameras="top", size=32)
     sim = ref.unwrapped
     policies = [
         load_policy(

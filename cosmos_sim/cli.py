@@ -257,24 +257,17 @@ def evaluate(
     """Run every policy in the world model and in the simulator, and report how well they agree."""
     import gymnasium as gym
 
-    from cosmos_sim.envs.registration import SIM_TASKS
+    from cosmos_sim.envs.registration import sim_env_id
     from cosmos_sim.errors import ModelError
     from cosmos_sim.evaluation.policies import load_policy, parse_policies
     from cosmos_sim.evaluation.policy_eval import evaluate as run_evaluation
     from cosmos_sim.evaluation.report import format_with_ci, write_report
 
-    env_name = {t: n for n, (t, _) in SIM_TASKS.items()}.get(task)
-    if env_name is None:
-        raise ConfigError(
-            "unknown task",
-            field="--task",
-            expected=sorted({t for t, _ in SIM_TASKS.values()}),
-            found=task,
-        )
+    sim_id = sim_env_id(task)
     view = {"size": size} | ({"cameras": cameras} if cameras else {})
-    reference = gym.make(f"cosmos_sim/{env_name}-v0", **view)
+    reference = gym.make(sim_id, **view)
     if model == "sim":
-        candidate = gym.make(f"cosmos_sim/{env_name}-v0", **view)
+        candidate = gym.make(sim_id, **view)
     elif "cosmos_sim/WorldModel-v0" in gym.registry:
         # One sub-env per episode: every episode of a policy in one batched forward pass.
         candidate = gym.make_vec(
@@ -440,6 +433,7 @@ def rollout(
     """Ground truth and prediction side by side: the simulator and the world model under one policy."""
     import gymnasium as gym
 
+    from cosmos_sim.envs.registration import sim_env_id
     from cosmos_sim.evaluation.policies import load_policy
     from cosmos_sim.evaluation.policy_eval import run_policy
     from cosmos_sim.evaluation.report import side_by_side
@@ -447,7 +441,7 @@ def rollout(
     wm = gym.make("cosmos_sim/WorldModel-v0", model=model, sampler_steps=sampler_steps)
     inner = wm.unwrapped
     sim = gym.make(
-        f"cosmos_sim/{inner.task.name.capitalize()}-v0",
+        sim_env_id(inner.task.name),
         cameras=inner.vec.camera,
         size=inner.vec.sim.height,
     )

@@ -18,6 +18,18 @@ ENTRY_POINTS = {"CameraNav": "cosmos_sim.envs.camera_nav_env:CameraNavEnv"}
 CHUNK = 4  # actions (= frames) per env step: the tokenizer's temporal compression
 
 
+def sim_env_id(task: str) -> str:
+    """The simulator env id of a task name (``reach`` → ``cosmos_sim/Reach-v0``)."""
+    from cosmos_sim.errors import ConfigError
+
+    for name, (t, _) in SIM_TASKS.items():
+        if t == task:
+            return f"{NAMESPACE}/{name}-v0"
+    raise ConfigError(
+        "unknown task", field="task", expected=sorted(t for t, _ in SIM_TASKS.values()), found=task
+    )
+
+
 def register_envs() -> None:
     if f"{NAMESPACE}/WorldModel-v0" not in gym.registry:
         gym.register(
