@@ -252,12 +252,14 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         frames, states = self._encode_first(seeds)
         with torch.no_grad():
             self._latents = self._to_latent(frames)
-            self._cache, self._next_action = self.wm.model.prefill(self._latents)
+            self._cache, next_action = self.wm.model.prefill(self._latents)
         self._t[:] = 0
         self._done[:] = False
         self._seeds = seeds
         self._last = self._observation(frames, states)
         info = {"success_probability": np.zeros(self.num_envs, np.float32)}
+        if next_action is not None:
+            info["next_action"] = self.wm.action_stats.denormalize(next_action.cpu().numpy())
         return self._last, info
 
     def step(self, actions):
@@ -292,7 +294,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             next_action = model.append(self._cache, z, time)  # (B, c, A) normalised
             # Keep as much context as the model was trained with (RoPE sees only differences).
             self._cache.keep_last(self.wm.context_frames)
-            self._latents = torch.cat([self._latents, z], 1)
+            # Only the decoder's receptive field is needed from here on.
+            self._latents = torch.cat([self._latents, z], 1)[:, -(self._window or 0) :]
             state_n, prob, reward = model.read(z)
             frames = self._decode_last()
         self._t += 1
