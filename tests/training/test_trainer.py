@@ -189,7 +189,9 @@ DDP_SCRIPT = textwrap.dedent(
     gathered = [torch.zeros_like(w) for _ in range(info.world_size)]
     torch.distributed.all_gather(gathered, w)
     assert torch.equal(gathered[0], gathered[1]), "DDP replicas diverged"
-    print("rank", info.rank, "world", info.world_size, "step", out["step"])
+    # one write per line: both ranks print at once (after the barrier) into one pipe
+    sys.stdout.write(f"rank {info.rank} world {info.world_size} step {out['step']}\\n")
+    sys.stdout.flush()
     D.shutdown()
     """
 )
