@@ -27,14 +27,6 @@ from cosmos_sim.models.diffusion import (
 from cosmos_sim.models.dit import Conditioning, DiTConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def mixed_clips(seed: int = 0, fixed_noise: bool = False) -> list[Clip]:
     """Different lengths, resolutions, a 2-camera clip folded into time, instructions."""
     g = torch.Generator().manual_seed(seed)

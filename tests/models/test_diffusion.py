@@ -21,14 +21,6 @@ from cosmos_sim.models.diffusion import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @dataclass
 class _Layout:
     token_frame: torch.Tensor  # (B, 1): one token, one frame per sample

@@ -11,15 +11,6 @@ from cosmos_sim.models.diffusion import DiffusionWorldModel, EDMConfig, WorldMod
 from cosmos_sim.models.dit import Conditioning, DiT, DiTConfig, preset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin contention on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_cfg(**kw) -> DiTConfig:
     base = dict(latent_channels=4, dim=48, depth=2, heads=2, action_dim=3, text_vocab=64, rays=True)
     return DiTConfig(**{**base, **kw})
