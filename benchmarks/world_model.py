@@ -121,8 +121,8 @@ def main(model: str = MODEL, store_path: Path = STORE, name: str = "world_model"
     rows, result = (
         [],
         {
-            "model": MODEL,
-            "store": str(STORE),
+            "model": model,
+            "store": str(store_path),
             "camera": cam,
             "held_out_episodes": held,
             "horizons": {},

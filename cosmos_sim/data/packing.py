@@ -50,6 +50,35 @@ class SequenceLayout:
         """(B, N, 3) long (time, row, column): the RoPE positions."""
         return torch.cat([self.token_time[..., None], self.token_hw], dim=-1)
 
+    def previous_frame_tokens(self) -> tuple[Tensor, Tensor]:
+        """For each token, the row-local index of the same patch (same clip and camera) one
+        latent frame earlier: ``index`` (B, N) long and ``found`` (B, N) bool (False on a
+        clip's first frame of each camera and on padding; ``index`` is then 0)."""
+        b, n = self.token_frame.shape
+        doc = self.token_doc
+        view = self.frame_view.gather(1, self.token_frame)
+        time, hw = self.token_time, self.token_hw
+        dims = [b, int(doc.max()) + 2, int(view.max()) + 1, int(time.max()) + 2]
+        dims += [int(hw[..., 0].max()) + 1, int(hw[..., 1].max()) + 1]
+        row = torch.arange(b, device=doc.device)[:, None].expand(b, n)
+
+        def key(t: Tensor) -> Tensor:
+            k = row
+            for part, size in zip(
+                (doc + 1, view, t + 1, hw[..., 0], hw[..., 1]), dims[1:], strict=True
+            ):
+                k = k * size + part
+            return k.flatten()
+
+        keys = key(time)
+        order = keys.argsort()
+        wanted = key(time - 1)
+        pos = torch.searchsorted(keys[order], wanted).clamp_max(b * n - 1)
+        hit = order[pos]
+        found = (keys[hit] == wanted) & (doc.flatten() >= 0)
+        index = torch.where(found, hit % n, torch.zeros_like(hit))
+        return index.view(b, n), found.view(b, n)
+
 
 @dataclass
 class Segment:

@@ -237,6 +237,11 @@ class WorldModelConfig:
     self_forcing: float = 0.0  # share of training steps whose last context frame is generated
     self_forcing_steps: int = 2  # sampler steps for that generated context frame
     context_noise: float = 0.0  # max σ of noise augmentation on context frames (GameNGen)
+    # Residual target: a predicted frame is diffused as its difference from the previous
+    # latent frame of the same camera, so "nothing moved" is the zero the sampler starts
+    # from and the model spends its capacity on the motion (set sigma_data to the std of
+    # those differences).
+    residual: bool = False
     sampler: str = "euler"  # at ≤ 4 steps Euler beats Heun (tests/models/test_diffusion.py)
     steps: int = 4
     action_loss_weight: float = 1.0
@@ -364,6 +369,25 @@ class DiffusionWorldModel(nn.Module):
             has_action = torch.zeros_like(has_action)
         return replace(cond, has_action=has_action, instruction_doc=doc)
 
+    def previous_tokens(self, tokens: Tensor, is_target: Tensor, layout) -> Tensor:
+        """(B, N, P): each target token's patch one latent frame earlier (same clip and
+        camera), taken from ``tokens``; a clear error when a target frame has none."""
+        index, found = layout.previous_frame_tokens()
+        tgt = is_target.gather(1, layout.token_frame)
+        if bool((tgt & ~found).any()):
+            raise ConfigError(
+                "a residual world model predicts a frame from the one before it: every "
+                "target frame needs its previous frame in the batch (or pass `base`)",
+                field="n_context",
+                expected="≥ 1",
+            )
+        prev = tokens.gather(1, index[..., None].expand_as(tokens))
+        return torch.where(tgt[..., None], prev, torch.zeros_like(prev))
+
+    def to_residual(self, tokens: Tensor, is_target: Tensor, layout) -> Tensor:
+        """Target tokens as differences from their previous frame (context tokens unchanged)."""
+        return tokens - self.previous_tokens(tokens, is_target, layout)
+
     @torch.no_grad()
     def self_forced_tokens(self, tb: TokenBatch, cond: Conditioning) -> Tensor:
         """Self-forcing: each clip's last context frame replaced by the model's own sample of
@@ -383,8 +407,10 @@ class DiffusionWorldModel(nn.Module):
         gen_cond = (
             cond if cond.has_action is None else replace(cond, has_action=cond.has_action | gen)
         )
-        frames = self._sample_frames(tb.tokens, gen, gen_cond, None, self.cfg.self_forcing_steps)
-        return frames
+        base = self.previous_tokens(tb.tokens, gen, tb.layout) if self.cfg.residual else None
+        return self._sample_frames(
+            tb.tokens, gen, gen_cond, None, self.cfg.self_forcing_steps, base=base
+        )
 
     def _sample_frames(
         self,
@@ -400,11 +426,15 @@ class DiffusionWorldModel(nn.Module):
         guide: tuple[str, ...] = GUIDE_ALL,
         start: Tensor | None = None,
         sigma_start: float | None = None,
+        base: Tensor | None = None,
     ) -> Tensor:
         """Sample the ``is_target`` frames (B, F) of ``tokens`` (B, N, P) given the other,
         clean frames and the cache. Guidance drops the sampled frames' ``guide`` conditions
-        (actions and/or instruction); cached context keys are shared by both branches."""
+        (actions and/or instruction); cached context keys are shared by both branches.
+        With ``base`` (residual models), the sampler works on target − base and adds it back."""
         tgt = is_target.gather(1, cond.layout.token_frame)[..., None]  # (B, N, 1)
+        if base is not None and start is not None:
+            start = start - base
 
         def denoiser_for(c: Conditioning) -> DenoiseFn:
             def denoise(x: Tensor, s: Tensor) -> Tensor:
@@ -427,6 +457,8 @@ class DiffusionWorldModel(nn.Module):
             start,
             sigma_start,
         )
+        if base is not None:
+            x = x + base
         return torch.where(tgt, x, tokens)
 
     def training_step(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
@@ -435,6 +467,8 @@ class DiffusionWorldModel(nn.Module):
         x0 = tb.tokens
         if self.training and self.cfg.self_forcing and torch.rand(()) < self.cfg.self_forcing:
             x0 = self.self_forced_tokens(tb, cond)
+        if self.cfg.residual:
+            x0 = self.to_residual(x0, tb.is_target, tb.layout)
         if self.training:
             cond = self.drop_conditions(tb, cond)
         lay = tb.layout
@@ -506,6 +540,7 @@ class DiffusionWorldModel(nn.Module):
         guide: tuple[str, ...] = GUIDE_ALL,
         start: Tensor | None = None,
         sigma_start: float | None = None,
+        base: Tensor | None = None,
     ) -> Tensor:
         """Sample the target frames of ``batch`` (B, N, P) tokens; context frames are kept.
 
@@ -513,8 +548,12 @@ class DiffusionWorldModel(nn.Module):
         predict (``n_context=0``, times continuing the context's); without one it holds the
         whole clip, and every denoising step recomputes the context. ``guidance`` w > 1
         extrapolates away from the prediction without ``guide`` (actions and/or instruction).
+        A residual model needs each target's previous frame: in ``batch``, or as ``base``
+        (B, N, P) — the previous frame's tokens at the target's positions — when it is cached.
         """
         cond = Conditioning.from_batch(batch)
+        if self.cfg.residual and base is None:
+            base = self.previous_tokens(batch.tokens, batch.is_target, batch.layout)
         return self._sample_frames(
             batch.tokens,
             batch.is_target,
@@ -528,6 +567,7 @@ class DiffusionWorldModel(nn.Module):
             guide,
             start,
             sigma_start,
+            base,
         )
 
 
@@ -557,6 +597,7 @@ class LatentRollout:
         batch = dict(
             latents=context, n_context=n, rays=context_rays, instruction_ids=instruction_ids
         )
+        self.last = context[:, -1]  # (B, C, H, W): the residual model's base
         self.cache, self.next_action = model.prefill(model.token_batch(batch))
         self.cache.keep_last(window)
 
@@ -581,11 +622,15 @@ class LatentRollout:
             instruction_ids=self.instruction_ids,
         )
         target = m.token_batch(batch)
+        base = None
+        if m.cfg.residual:
+            base = m.token_batch(dict(batch, latents=self.last[:, None])).tokens
         target.tokens = m.generate(
-            target, self.cache, guidance=self.guidance, noise=noise, generator=generator
+            target, self.cache, guidance=self.guidance, noise=noise, generator=generator, base=base
         )
         _, self.next_action = m.prefill(target, self.cache)  # the new frame becomes clean context
         self.cache.keep_last(self.window)
         self.time += 1
         frame = torch.stack(unpack(target.tokens, target))[:, 0]  # (B, C, H, W)
+        self.last = frame
         return frame, self.next_action

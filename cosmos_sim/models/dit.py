@@ -44,6 +44,9 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     action_dim: int = 0  # A: per-step action size (0 = no action conditioning)
     action_chunk: int = 4  # c: actions per latent frame (the tokenizer's temporal factor)
+    # Also add the action embedding to the frame's tokens (zero-initialised projection):
+    # adaLN alone shares one pathway with the noise level and learned actions slowly here.
+    action_tokens: bool = False
     rays: bool = False  # Plücker ray conditioning (camera control)
     max_views: int = 4  # learned view embeddings (multi-view folded into time)
     max_grid: int = 32  # learned (row, column) embeddings, in patches
@@ -81,9 +84,17 @@ class DiTConfig:
 PRESETS: dict[str, DiTConfig] = {
     # 6.6 M parameters (0.8 M of them the hashed-word table): 64×64 clips → 8×8 latents,
     # 64 tokens per latent frame; a 32 × 64-token forward takes ~0.3-0.4 s on this CPU.
-    "cpu-small": DiTConfig(dim=192, depth=6, heads=4, text_vocab=4096),
+    "cpu-small": DiTConfig(dim=192, depth=6, heads=4, text_vocab=4096, action_tokens=True),
     # ~200 M parameters: 256×256 clips → 32×32 latents, 2×2 patches = 256 tokens per frame.
-    "gpu": DiTConfig(dim=768, depth=12, heads=12, patch_size=2, text_vocab=32768, attention="auto"),
+    "gpu": DiTConfig(
+        dim=768,
+        depth=12,
+        heads=12,
+        patch_size=2,
+        text_vocab=32768,
+        attention="auto",
+        action_tokens=True,
+    ),
 }
 
 
@@ -269,10 +280,12 @@ class DiT(nn.Module):
         self.row_embed = nn.Parameter(torch.zeros(cfg.max_grid, d))
         self.col_embed = nn.Parameter(torch.zeros(cfg.max_grid, d))
         self.view_embed = nn.Embedding(cfg.max_views, d)
-        self.action_embed = None
+        self.action_embed = self.action_to_tokens = None
         if cfg.action_dim:
             a = cfg.action_chunk * cfg.action_dim
             self.action_embed = nn.Sequential(nn.Linear(a, d), nn.SiLU(), nn.Linear(d, d))
+            if cfg.action_tokens:
+                self.action_to_tokens = nn.Linear(d, d)
         self.text_embed = nn.Embedding(cfg.text_vocab, d) if cfg.text_vocab else None
         self.rope = Rope3D(d // cfg.heads, cfg.rope_theta)
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
@@ -301,16 +314,23 @@ class DiT(nn.Module):
                 nn.init.zeros_(block.ray_proj.bias)
         for p in (*self.final.ada_ln[-1].parameters(), *self.final.linear.parameters()):
             nn.init.zeros_(p)
+        if self.action_to_tokens is not None:
+            nn.init.zeros_(self.action_to_tokens.weight)
+            nn.init.zeros_(self.action_to_tokens.bias)
 
-    def frame_conditioning(self, c_noise: Tensor, cond: Conditioning) -> Tensor:
-        """(B, F, D): noise-level embedding + action-chunk embedding (zero where no action)."""
+    def frame_conditioning(
+        self, c_noise: Tensor, cond: Conditioning
+    ) -> tuple[Tensor, Tensor | None]:
+        """(B, F, D) noise-level + action-chunk embedding (zero where no action), and the
+        action embedding alone (None without actions) for the token pathway."""
         c = self.noise_embed(c_noise)
+        a = None
         if self.action_embed is not None and cond.actions is not None:
             a = self.action_embed(cond.actions.flatten(2).to(c.dtype))  # (B, F, D)
             if cond.has_action is not None:
                 a = a * cond.has_action[..., None].to(a.dtype)
             c = c + a
-        return c
+        return c, a
 
     def forward(
         self,
@@ -332,8 +352,10 @@ class DiT(nn.Module):
         h = self.x_embed(x)  # (B, N, D)
         h = h + self.row_embed[lay.token_hw[..., 0]] + self.col_embed[lay.token_hw[..., 1]]
         h = h + self.view_embed(lay.frame_view.gather(1, lay.token_frame))
-        c = self.frame_conditioning(c_noise, cond)  # (B, F, D)
+        c, a = self.frame_conditioning(c_noise, cond)  # (B, F, D)
         frame_idx = frame_index(lay.token_frame, c.shape[1])  # (B·N,) token → frame row
+        if a is not None and self.action_to_tokens is not None:
+            h = h + gather_frames(self.action_to_tokens(a), frame_idx)
         rope = self.rope(lay.token_positions())  # cos, sin (B, 1, N, hs/2)
         k_doc, k_time = (
             (token_doc, token_time) if cache is None else cache.keys_for(token_doc, token_time)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cosmos_sim.data.packing import Clip, pack_clips, unpack
+from cosmos_sim.errors import ConfigError
 from cosmos_sim.models.diffusion import DiffusionWorldModel, WorldModelConfig
 from cosmos_sim.models.heads import FrameProbe
 
@@ -137,9 +138,15 @@ class ActionWorldModel(nn.Module):
         latent frames differ little, and the short path drifts less in long rollouts.
         """
         b = action_chunk.shape[0]
+        if previous is None and self.cfg.wm.residual:
+            raise ConfigError(
+                "this world model predicts the change from the previous latent frame: pass it",
+                field="previous",
+            )
         placeholder = torch.zeros(b, 1, *latent_shape) if previous is None else previous
         batch = self._tokens(placeholder, action_chunk[:, None], time, 0)
         start = None if previous is None or sigma_start is None else batch.tokens
+        base = batch.tokens if self.cfg.wm.residual else None
         tokens = self.wm.generate(
             batch,
             cache,
@@ -148,6 +155,7 @@ class ActionWorldModel(nn.Module):
             guidance=guidance,
             start=start,
             sigma_start=sigma_start if start is not None else None,
+            base=base,
         )
         return torch.stack(unpack(tokens, batch))  # (B, 1, C, h, w)
 

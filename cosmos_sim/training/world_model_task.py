@@ -10,8 +10,11 @@ Per (store, episode, camera) sequence, at latent-frame resolution (c = 4 video f
     reward    (N,)          float32  reward of the action that led to that video frame
     state     (N, S)        float32  normalised state at the frame's last video frame
 
-A training clip is a window of ``frames`` latent frames; the first ``n_context`` are
-given clean, the rest are predicted (independent noise levels per frame).
+A training clip is a window of latent frames; the first ``n_context`` are given clean,
+the rest are predicted. By default (``n_context=None``) each batch draws its context length
+from 1 … ``frames`` − 1 and predicts the one frame after it — exactly what the env does at
+every step (a clean past of 1 … ``frames`` − 1 frames → one new frame), so training and
+closed-loop inference see the same thing.
 """
 
 from __future__ import annotations
@@ -123,9 +126,14 @@ class LatentClipLoader:
     """Seeded, resumable batches of latent clips (the Trainer's StatefulData)."""
 
     def __init__(
-        self, seqs: Sequences, frames: int, batch_size: int, n_context: int = 1, seed: int = 0
+        self,
+        seqs: Sequences,
+        frames: int,
+        batch_size: int,
+        n_context: int | None = 1,
+        seed: int = 0,
     ) -> None:
-        if not 1 <= n_context < frames:
+        if n_context is not None and not 1 <= n_context < frames:
             raise ConfigError(
                 "need 1 <= n_context < frames", field="n_context", found=(n_context, frames)
             )
@@ -167,11 +175,16 @@ class LatentClipLoader:
         def take(arrays):
             return torch.from_numpy(np.stack([arrays[i][st : st + t] for i, st in rows]))
 
+        n_ctx = self.n_context
+        if n_ctx is None:  # random context length, then the one frame after it
+            n_ctx = int(np.random.default_rng([self.seed, k, 1]).integers(1, self.frames))
+            t = n_ctx + 1
+            rows = np.stack([rows[:, 0], rows[:, 1] + self.frames - t], 1)  # same clip ends
         chunks = take(s.chunks)
-        chunks[:, : self.n_context] = 0  # clean context frames carry no action
+        chunks[:, :n_ctx] = 0  # clean context frames carry no action
         return {
             "latents": take(s.latents),  # (B, T, C, h, w)
-            "n_context": self.n_context,
+            "n_context": n_ctx,
             "actions": chunks,  # (B, T, c, A)
             "reward": take(s.reward),  # (B, T)
             "success": take(s.reached),  # (B, T)
@@ -259,6 +272,7 @@ def build_model(
             ),
             edm=EDMConfig(sigma_data=sigma_data),
             self_forcing=0.0,
+            residual=True,
         ),
         probe=ProbeConfig(channels=c, height=h, width=w, state_dim=state_dim),
     )
@@ -300,11 +314,16 @@ def train_world_model(
     recipe = RECIPES[preset]
     stores, tok, cams, action_stats, state_stats = prepare(data, tokenizer, cameras)
     seqs = load_sequences(stores, tok.weights_hash, cams, action_stats, state_stats, "train")
-    loader = LatentClipLoader(seqs, recipe.frames, batch_size or recipe.batch_size, seed=seed)
+    loader = LatentClipLoader(
+        seqs, recipe.frames, batch_size or recipe.batch_size, n_context=None, seed=seed
+    )
     latent_shape = tuple(seqs.latents[0].shape[1:])
     torch.manual_seed(seed)
     # EDM's sigma_data is the latents' standard deviation (Karras et al. 2022, sec. 5).
-    sigma_data = round(float(np.concatenate([x.ravel() for x in seqs.latents]).std()), 3)
+    # The residual model diffuses frame-to-frame differences: their std is its sigma_data.
+    sigma_data = round(
+        float(np.concatenate([np.diff(x, axis=0).ravel() for x in seqs.latents]).std()), 3
+    )
     model = build_model(
         preset,
         action_stats.action_dim,

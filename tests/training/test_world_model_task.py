@@ -10,7 +10,7 @@ import torch
 
 from cosmos_sim.bridge.record import MujocoSource, record
 from cosmos_sim.data.store import EpisodeStore
-from cosmos_sim.errors import StoreError
+from cosmos_sim.errors import ConfigError, StoreError
 from cosmos_sim.models import zoo
 from cosmos_sim.models.tokenizer import TokenizerConfig, VideoTokenizer
 from cosmos_sim.training.tokenizer_task import tokenize_store
@@ -105,9 +105,13 @@ def test_train_export_and_load(tokenized, tmp_path):
     stats = json.loads((model_dir / "stats.json").read_text())
     assert len(stats["action_mean"]) == 2 and len(stats["state_names"]) == len(stats["state_mean"])
     wm = loaded.module
-    cache, next_action = wm.prefill(torch.zeros(1, 1, *LATENT))
+    first = torch.zeros(1, 1, *LATENT)
+    cache, next_action = wm.prefill(first)
     assert next_action.shape == (1, CHUNK, 2)
-    z = wm.next_frame(cache, torch.zeros(1, CHUNK, 2), 1, LATENT, steps=2)
+    assert wm.cfg.wm.residual  # the trained model predicts the change from the last frame
+    with pytest.raises(ConfigError, match="previous"):
+        wm.next_frame(cache, torch.zeros(1, CHUNK, 2), 1, LATENT, steps=2)
+    z = wm.next_frame(cache, torch.zeros(1, CHUNK, 2), 1, LATENT, steps=2, previous=first)
     assert z.shape == (1, 1, *LATENT) and torch.isfinite(z).all()
 
 
