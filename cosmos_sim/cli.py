@@ -415,6 +415,71 @@ def train_world_model_cmd(
 
 
 @app.command()
+def finetune(
+    model: Annotated[str, typer.Option(help="World-model directory or shipped name to adapt.")],
+    videos: Annotated[
+        list[str],
+        typer.Option(help="Videos: files, globs ('clips/*.mp4') or folders; at least 5 in all."),
+    ],
+    more_videos: Annotated[
+        list[str] | None,
+        typer.Argument(help="More videos (the shell expands --videos clips/*.mp4 into these)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Run directory (default runs/finetune-MODEL)."),
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1)] = 300,
+    lora_rank: Annotated[int, typer.Option(min=1, help="Rank of the LoRA adapters.")] = 8,
+    lora_alpha: Annotated[
+        float | None, typer.Option(help="LoRA scale α (update × α/rank); default: the rank.")
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Fine-tune every weight; export a whole model.")
+    ] = False,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate (default 5e-4 LoRA, 1e-4 full).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 4,
+    stride: Annotated[
+        int, typer.Option(min=1, help="Keep every N-th video frame (match the model's fps).")
+    ] = 1,
+    no_resume: Annotated[bool, typer.Option("--no-resume", help="Refuse an existing run.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="2 steps, batch 2.")] = False,
+) -> None:
+    """Adapt a world model to your own videos (video-only post-training): LoRA or --full."""
+    from cosmos_sim.training.finetune import FinetuneConfig
+    from cosmos_sim.training.finetune import finetune as run_finetune
+
+    cfg = FinetuneConfig(
+        full=full,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        steps=2 if dry_run else steps,
+        lr=lr,
+        batch_size=2 if dry_run else batch_size,
+        stride=stride,
+    )
+    out = out or Path("runs") / f"finetune-{Path(model).name}{'-dry' if dry_run else ''}"
+    summary = run_finetune(model, [*videos, *(more_videos or [])], out, cfg, resume=not no_resume)
+    console.print(
+        f"step {summary['step']}  loss {summary.get('loss', float('nan')):.4f}  "
+        f"{summary['videos']} videos, {summary['clips']} clips  trainable parameters "
+        f"{summary['trainable_parameters']:,} of {summary['total_parameters']:,} "
+        f"({100 * summary['trainable_parameters'] / summary['total_parameters']:.1f}%)  "
+        f"peak memory {summary['peak_memory_mb']:.0f} MB "
+        f"(weights + gradients + Adam state {summary['train_state_mb']:.1f} MB)"
+    )
+    if full:
+        console.print(f"model → {summary['model_dir']}")
+    else:
+        console.print(
+            f"adapter ({summary['adapter_mb']:.2f} MB) → {summary['adapter_dir']}; "
+            "load it on top of the base with cosmos_sim.models.lora.load_lora"
+        )
+
+
+@app.command()
 def rollout(
     model: Annotated[str, typer.Option(help="World-model directory or shipped name.")],
     episode: Annotated[
