@@ -53,18 +53,25 @@ def rollout(
     seed: int,
     sigma_start: float | None = SIGMA_START,
     guidance: float = GUIDANCE,
-) -> np.ndarray:
-    """(B, H, W, 3) first frames + (B, K, c, A) chunks → generated video (B, 1 + cK, H, W, 3)."""
+    first_state: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(B, H, W, 3) first frames (+ (B, S) states) + (B, K, c, A) chunks → generated video
+    (B, 1 + cK, H, W, 3) and, for models with proprio state, the last predicted state (B, S)."""
     model, tok = wm.model, wm.tokenizer
     video = torch.from_numpy(first).permute(0, 3, 1, 2)[:, None].float() / 127.5 - 1
     latents = tok.encode(video)
-    cache, _ = model.prefill(latents)
+    state = None
+    if model.has_state:
+        state = torch.from_numpy((first_state - wm.state_mean) / wm.state_std).float()
+    cache, _ = model.prefill(latents, states=None if state is None else state[:, None])
     gen = torch.Generator().manual_seed(seed)
     shape = tuple(latents.shape[2:])
     for k in range(chunks.shape[1]):
         a = torch.from_numpy(wm.action_stats.normalize(chunks[:, k])).float()
         if drop_actions:
             a = torch.zeros_like(a)
+        if state is not None:
+            state = model.step_state(state, a)
         z = model.next_frame(
             cache,
             a,
@@ -74,12 +81,16 @@ def rollout(
             previous=latents[:, -1:],
             sigma_start=sigma_start,
             guidance=guidance,
+            state=state,
         )
-        model.append(cache, z, k + 1)
+        model.append(cache, z, k + 1, None if state is None else state[:, None])
         cache.keep_last(wm.context_frames)
         latents = torch.cat([latents, z], 1)
     out = tok.decode(latents)
-    return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).numpy()
+    video = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).numpy()
+    if state is None:
+        return video, None
+    return video, state.numpy() * wm.state_std + wm.state_mean
 
 
 def main(model: str = MODEL, store_path: Path = STORE, name: str = "world_model") -> dict:
@@ -100,21 +111,22 @@ def main(model: str = MODEL, store_path: Path = STORE, name: str = "world_model"
         [store.read_window(e, 0, frames, fields=("action",))["action"] for e in held]
     )
     chunks = actions[:, : CHUNK * k_max].reshape(len(held), k_max, CHUNK, -1)
+    states0 = np.stack([store.read_window(e, 0, 1, fields=("state",))["state"][0] for e in held])
+
+    def run(chunks_, drop=False, **kw):
+        return rollout(wm, real[:, 0], chunks_, drop, 0, first_state=states0, **kw)
+
     t0 = time.perf_counter()
-    gen = rollout(wm, real[:, 0], chunks, False, 0)
+    gen, gen_state = run(chunks)
     batched_s = time.perf_counter() - t0
-    blind = rollout(wm, real[:, 0], chunks, True, 0)
+    blind, _ = run(chunks, True)
     copy = np.repeat(real[:, :1], frames, axis=1)
     # The sampler's start, side by side: from pure noise at σ_max vs the previous frame (SDEdit).
     last = slice(1 + CHUNK * (k_max - 1), 1 + CHUNK * k_max)
     truth_last = real[:, last].reshape(-1, *real.shape[2:])
     starts = {}
     for start in (None, 0.5, 1.0, 2.0):
-        video = (
-            gen
-            if start == SIGMA_START
-            else rollout(wm, real[:, 0], chunks, False, 0, sigma_start=start)
-        )
+        video = gen if start == SIGMA_START else run(chunks, sigma_start=start)[0]
         starts["sigma_max" if start is None else f"previous+{start}"] = psnr(
             video[:, last].reshape(-1, *real.shape[2:]), truth_last
         )
@@ -164,14 +176,21 @@ def main(model: str = MODEL, store_path: Path = STORE, name: str = "world_model"
 
     sensitivity = {}
     for g in (1.0, 3.0):
-        fwd = gen if g == GUIDANCE else rollout(wm, real[:, 0], chunks, False, 0, guidance=g)
-        rev = rollout(wm, real[:, 0], -chunks, False, 0, guidance=g)
-        ee_fwd, ee_rev = final_ee(fwd), final_ee(rev)
+        fwd, fwd_state = (gen, gen_state) if g == GUIDANCE else run(chunks, guidance=g)
+        rev, rev_state = run(-chunks, guidance=g)
+        # where the end effector ends up: the model's own state (if it has one), else the
+        # probe's reading of the last generated frame
+        ee_fwd = final_ee(fwd) if fwd_state is None else fwd_state[:, ee]
+        ee_rev = final_ee(rev) if rev_state is None else rev_state[:, ee]
         sensitivity[f"guidance_{g:g}"] = {
             # how far apart the end effector ends up under the true vs the reversed chunks
             "ee_distance_true_vs_reversed_m": float(np.linalg.norm(ee_fwd - ee_rev, axis=1).mean()),
             # and how far the true-action rollout's end effector is from the recorded one
             "ee_error_true_actions_m": float(np.linalg.norm(ee_fwd - real_ee, axis=1).mean()),
+            # does the generated video show the arm where the state says? (probe on frames)
+            "ee_probe_of_video_vs_model_m": float(
+                np.linalg.norm(final_ee(fwd) - ee_fwd, axis=1).mean()
+            ),
             "frame_difference_true_vs_reversed": float(
                 np.abs(fwd.astype(float) - rev.astype(float)).mean()
             ),
@@ -180,7 +199,7 @@ def main(model: str = MODEL, store_path: Path = STORE, name: str = "world_model"
     # Speed: the same rollout one episode at a time.
     t0 = time.perf_counter()
     for i in range(len(held)):
-        rollout(wm, real[i : i + 1, 0], chunks[i : i + 1], False, 0)
+        rollout(wm, real[i : i + 1, 0], chunks[i : i + 1], False, 0, first_state=states0[i : i + 1])
     single_s = time.perf_counter() - t0
     n = len(held) * k_max
     result["speed"] = {

@@ -105,6 +105,7 @@ class Clip:
     instruction_ids: Tensor | None = None  # (L,) long hashed words, no padding
     sigma: Tensor | None = None  # (T,) fixed noise level per frame (evaluation); None = sampled
     noise: Tensor | None = None  # (T, C, H, W) fixed noise (evaluation); None = sampled
+    state: Tensor | None = None  # (T, S) normalised proprio state at each frame (optional)
 
     def __len__(self) -> int:
         return int(self.latents.shape[0])
@@ -125,6 +126,7 @@ class TokenBatch:
     instruction_doc: Tensor  # (B, L) long, -1 = padding
     sigma: Tensor | None  # (B, F) fixed noise levels, if every clip had them
     noise: Tensor | None  # (B, N, C·p·p) fixed noise, if every clip had it
+    states: Tensor | None = None  # (B, F, S) proprio state per frame (zero where absent)
     segments: list[Segment] = field(default_factory=list)
     patch_size: int = 1
     channels: int = 16
@@ -224,6 +226,8 @@ def pack_clips(
     is_context = torch.zeros(b, f_len, dtype=torch.bool)
     actions = torch.zeros(b, f_len, *act_shape) if with_actions else None
     has_action = torch.zeros(b, f_len, dtype=torch.bool)
+    state_dim = next((c.state.shape[-1] for c in clips if c.state is not None), 0)
+    states = torch.zeros(b, f_len, state_dim) if state_dim else None
     sigma = torch.zeros(b, f_len) if with_sigma else None
     texts: list[list[Tensor]] = [[] for _ in range(b)]
     text_docs: list[list[Tensor]] = [[] for _ in range(b)]
@@ -251,6 +255,8 @@ def pack_clips(
             if clip.actions is not None:
                 actions[r, f0 : f0 + t] = clip.actions
                 has_action[r, f0 + clip.n_context : f0 + t] = True
+            if states is not None and clip.state is not None:
+                states[r, f0 : f0 + t] = clip.state
             if with_sigma:
                 sigma[r, f0 : f0 + t] = clip.sigma
             ids = clip.instruction_ids if clip.instruction_ids is not None else torch.zeros(0)
@@ -283,6 +289,7 @@ def pack_clips(
         instruction_doc=instruction_doc,
         sigma=sigma,
         noise=noise,
+        states=states,
         segments=segments,
         patch_size=p,
         channels=chan,

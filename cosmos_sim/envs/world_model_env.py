@@ -202,6 +202,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             self.single_observation_space, num_envs
         )
         self._latents: torch.Tensor | None = None  # (B, T, C, h, w) every latent frame so far
+        self._state: torch.Tensor | None = None  # (B, S) normalised proprio state (if modelled)
         self._cache = None
         self._t = np.zeros(num_envs, np.int64)
         self._done = np.zeros(num_envs, bool)
@@ -252,7 +253,13 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         frames, states = self._encode_first(seeds)
         with torch.no_grad():
             self._latents = self._to_latent(frames)
-            self._cache, next_action = self.wm.model.prefill(self._latents)
+            self._state = None
+            if self.wm.model.has_state:  # the model steps the proprio state with each chunk
+                norm = (states - self.wm.state_mean) / self.wm.state_std
+                self._state = torch.from_numpy(norm.astype(np.float32)).to(self.device)
+            self._cache, next_action = self.wm.model.prefill(
+                self._latents, states=None if self._state is None else self._state[:, None]
+            )
         self._t[:] = 0
         self._done[:] = False
         self._seeds = seeds
@@ -280,6 +287,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         shape = tuple(self._latents.shape[2:])
         model = self.wm.model
         with torch.no_grad():
+            new_state = None if self._state is None else model.step_state(self._state, chunk)
             z = model.next_frame(
                 self._cache,
                 chunk,
@@ -290,17 +298,23 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                 previous=self._latents[:, -1:],
                 sigma_start=self.sigma_start,
                 guidance=self.guidance,
+                state=new_state,
             )
-            next_action = model.append(self._cache, z, time)  # (B, c, A) normalised
+            new_states = None if new_state is None else new_state[:, None]
+            next_action = model.append(self._cache, z, time, new_states)  # (B, c, A) normalised
             # Keep as much context as the model was trained with (RoPE sees only differences).
             self._cache.keep_last(self.wm.context_frames)
             # Only the decoder's receptive field is needed from here on.
             self._latents = torch.cat([self._latents, z], 1)[:, -(self._window or 0) :]
-            state_n, prob, reward = model.read(z)
+            if new_state is None:  # success, reward and state read off the generated frame
+                state_n, prob, reward = (x[:, 0] for x in model.read(z))
+            else:  # … or off the predicted proprio state
+                state_n, (prob, reward) = new_state, model.read_state(new_state)
+                self._state = new_state
             frames = self._decode_last()
         self._t += 1
-        prob = prob[:, 0].cpu().numpy()
-        state = state_n[:, 0].cpu().numpy() * self.wm.state_std + self.wm.state_mean
+        prob = prob.cpu().numpy()
+        state = state_n.cpu().numpy() * self.wm.state_std + self.wm.state_mean
         success = prob > 0.5
         terminated = success & (self.sim.task.success.when == "any")
         truncated = (self._t >= self.max_steps) & ~terminated
@@ -315,7 +329,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             info["next_action"] = self.wm.action_stats.denormalize(next_action.cpu().numpy())
         return (
             self._last,
-            reward[:, 0].cpu().numpy().astype(np.float64),
+            reward.cpu().numpy().astype(np.float64),
             terminated,
             truncated,
             info,

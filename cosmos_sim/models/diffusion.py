@@ -283,6 +283,7 @@ class DiffusionWorldModel(nn.Module):
         time, view       (B, T) long             folded multi-view indices (optional)
         instruction_ids  (B, L) long             hashed words, 0 = padding (optional)
         reward, success  (B, T) float            per latent frame, for the reward head (optional)
+        state            (B, T, S) float         normalised proprio state (with dit.state_dim)
     """
 
     def __init__(self, cfg: WorldModelConfig) -> None:
@@ -335,6 +336,7 @@ class DiffusionWorldModel(nn.Module):
                     None if ids is None else ids[ids > 0],
                     get("sigma", i),
                     get("noise", i),
+                    get("state", i) if self.cfg.dit.state_dim else None,
                 )
             )
         tb = pack_clips(clips, self.cfg.dit.patch_size, [[i] for i in range(b)])

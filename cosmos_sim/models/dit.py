@@ -47,6 +47,9 @@ class DiTConfig:
     # Also add the action embedding to the frame's tokens (zero-initialised projection):
     # adaLN alone shares one pathway with the noise level and learned actions slowly here.
     action_tokens: bool = False
+    # S: proprio state size (0 = none). Each frame's normalised state is embedded and added
+    # like its action chunk (context frames too): a frame is drawn where its state says.
+    state_dim: int = 0
     rays: bool = False  # Plücker ray conditioning (camera control)
     max_views: int = 4  # learned view embeddings (multi-view folded into time)
     max_grid: int = 32  # learned (row, column) embeddings, in patches
@@ -118,6 +121,7 @@ class Conditioning:
     actions: Tensor | None = None  # (B, F, c, A) normalised action chunks
     has_action: Tensor | None = None  # (B, F) bool: False → zero action embedding
     rays: Tensor | None = None  # (B, N, 6·p·p) Plücker ray patches
+    states: Tensor | None = None  # (B, F, S) normalised proprio state per frame
     instruction_ids: Tensor | None = None  # (B, L) long hashed words, 0 = padding
     instruction_doc: Tensor | None = None  # (B, L) long document of each word, -1 = padding
 
@@ -128,6 +132,7 @@ class Conditioning:
             batch.actions,
             batch.has_action,
             batch.rays,
+            batch.states,
             batch.instruction_ids,
             batch.instruction_doc,
         )
@@ -286,6 +291,13 @@ class DiT(nn.Module):
             self.action_embed = nn.Sequential(nn.Linear(a, d), nn.SiLU(), nn.Linear(d, d))
             if cfg.action_tokens:
                 self.action_to_tokens = nn.Linear(d, d)
+        self.state_embed = None
+        if cfg.state_dim:
+            self.state_embed = nn.Sequential(
+                nn.Linear(cfg.state_dim, d), nn.SiLU(), nn.Linear(d, d)
+            )
+            if self.action_to_tokens is None:
+                self.action_to_tokens = nn.Linear(d, d)
         self.text_embed = nn.Embedding(cfg.text_vocab, d) if cfg.text_vocab else None
         self.rope = Rope3D(d // cfg.heads, cfg.rope_theta)
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
@@ -329,6 +341,10 @@ class DiT(nn.Module):
             a = self.action_embed(cond.actions.flatten(2).to(c.dtype))  # (B, F, D)
             if cond.has_action is not None:
                 a = a * cond.has_action[..., None].to(a.dtype)
+        if self.state_embed is not None and cond.states is not None:
+            s = self.state_embed(cond.states.to(c.dtype))
+            a = s if a is None else a + s
+        if a is not None:
             c = c + a
         return c, a
 

@@ -83,3 +83,46 @@ class FrameProbe(nn.Module):
         b, t = latents.shape[:2]
         out = self.net(latents.flatten(0, 1)).unflatten(0, (b, t))  # (B, T, S + 2)
         return out[..., : self.state_dim], out[..., self.state_dim], out[..., self.state_dim + 1]
+
+
+class StateDynamics(nn.Module):
+    """Proprio dynamics: normalised state (S) + the action chunk (c, A) → state one latent
+    frame later. Predicts the change (the state persists by default); an MLP, since joint
+    and object states are low-dimensional and nearly smooth in the actions."""
+
+    def __init__(self, state_dim: int, chunk: int, action_dim: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(state_dim + chunk * action_dim, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, state_dim),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, state: Tensor, chunk: Tensor) -> Tensor:
+        """(…, S) state, (…, c, A) chunk → (…, S) next state."""
+        return state + self.net(torch.cat([state, chunk.flatten(-2)], dim=-1))
+
+
+class StateReadout(nn.Module):
+    """Normalised state (…, S) → success logit (…) and reward (…): the task's outcome as a
+    function of the (predicted) state, learned from the recorded labels."""
+
+    def __init__(self, state_dim: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(state_dim, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, 2),
+        )
+
+    def forward(self, state: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.net(state)
+        return out[..., 0], out[..., 1]

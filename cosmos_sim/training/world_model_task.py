@@ -181,8 +181,10 @@ class LatentClipLoader:
             t = n_ctx + 1
             rows = np.stack([rows[:, 0], rows[:, 1] + self.frames - t], 1)  # same clip ends
         chunks = take(s.chunks)
+        every_chunk = chunks.clone()  # the state dynamics head steps through all of them
         chunks[:, :n_ctx] = 0  # clean context frames carry no action
         return {
+            "actions_all": every_chunk,  # (B, T, c, A)
             "latents": take(s.latents),  # (B, T, C, h, w)
             "n_context": n_ctx,
             "actions": chunks,  # (B, T, c, A)
@@ -258,6 +260,7 @@ def build_model(
     from cosmos_sim.models.world_model import ActionWorldModel, ActionWorldModelConfig, ProbeConfig
 
     c, h, w = latent_shape
+    dit_overrides = {"state_dim": state_dim} | dit_overrides
     cfg = ActionWorldModelConfig(
         wm=WorldModelConfig(
             dit=dit_preset(
@@ -275,6 +278,7 @@ def build_model(
             residual=True,
         ),
         probe=ProbeConfig(channels=c, height=h, width=w, state_dim=state_dim),
+        dynamics_hidden=256,
     )
     return ActionWorldModel(cfg)
 

@@ -106,12 +106,18 @@ def test_train_export_and_load(tokenized, tmp_path):
     assert len(stats["action_mean"]) == 2 and len(stats["state_names"]) == len(stats["state_mean"])
     wm = loaded.module
     first = torch.zeros(1, 1, *LATENT)
-    cache, next_action = wm.prefill(first)
+    s0 = torch.zeros(1, wm.cfg.probe.state_dim)
+    with pytest.raises(ConfigError, match="states"):
+        wm.prefill(first)
+    cache, next_action = wm.prefill(first, states=s0[:, None])
     assert next_action.shape == (1, CHUNK, 2)
     assert wm.cfg.wm.residual  # the trained model predicts the change from the last frame
+    s1 = wm.step_state(s0, torch.zeros(1, CHUNK, 2))
+    prob, reward = wm.read_state(s1)
+    assert s1.shape == s0.shape and prob.shape == reward.shape == (1,)
     with pytest.raises(ConfigError, match="previous"):
-        wm.next_frame(cache, torch.zeros(1, CHUNK, 2), 1, LATENT, steps=2)
-    z = wm.next_frame(cache, torch.zeros(1, CHUNK, 2), 1, LATENT, steps=2, previous=first)
+        wm.next_frame(cache, torch.zeros(1, CHUNK, 2), 1, LATENT, steps=2, state=s1)
+    z = wm.next_frame(cache, torch.zeros(1, CHUNK, 2), 1, LATENT, steps=2, previous=first, state=s1)
     assert z.shape == (1, 1, *LATENT) and torch.isfinite(z).all()
 
 
