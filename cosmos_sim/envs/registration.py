@@ -12,7 +12,13 @@ import gymnasium as gym
 NAMESPACE = "cosmos_sim"
 
 # id -> (task, frames per env step); max_episode_steps = episode length / frames per step.
-SIM_TASKS = {"Reach": ("reach", 40), "Push": ("push", 80), "CameraNav": ("cameranav", 64)}
+SIM_TASKS = {
+    "Reach": ("reach", 40),
+    "Push": ("push", 80),
+    "CameraNav": ("cameranav", 64),
+    "ReachColor": ("reach-color", 40),  # several instructions: "reach the red/blue target"
+    "PushSide": ("push-side", 80),  # "push the block to the left/right"
+}
 # Envs whose class is not the plain SimEnv (a subclass keeping its chunked contract).
 ENTRY_POINTS = {"CameraNav": "cosmos_sim.envs.camera_nav_env:CameraNavEnv"}
 CHUNK = 4  # actions (= frames) per env step: the tokenizer's temporal compression

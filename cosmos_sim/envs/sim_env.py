@@ -1,7 +1,11 @@
 """The embedded simulator as a Gymnasium env: the ground truth the world-model envs imitate.
 
 ``gym.make("cosmos_sim/Reach-v0")`` / ``"cosmos_sim/Push-v0"`` (``CameraNav-v0`` is the
-subclass in :mod:`cosmos_sim.envs.camera_nav_env`). One env step takes an
+subclass in :mod:`cosmos_sim.envs.camera_nav_env`); ``ReachColor-v0`` and ``PushSide-v0``
+are tasks with several instructions ("reach the red/blue target", "push the block to the
+left/right"): each episode's instruction is drawn from the reset seed, or forced with
+``reset(options={"instruction": text})``, and decides success. It is in ``info``, never
+in the observation; the ``state`` holds every target / goal position. One env step takes an
 **action chunk** of ``chunk`` per-frame actions (the tokenizer's temporal compression,
 4 by default) and renders ``chunk`` frames, exactly as a world-model env step does, so
 that a policy runs unchanged in either. Wrap a per-frame policy with
@@ -27,7 +31,8 @@ Reward: the sum over the chunk of the task's per-step reward (1 when the goal is
 reached, minus the distance to it). ``terminated`` only for tasks whose success rule is
 ``when = "any"`` (success ends the episode); ``truncated`` at the task's episode length.
 ``info``: ``frames`` {camera: (chunk, H, W, 3) uint8} (every frame of the step),
-``is_success`` (the task's success rule, as of now), ``goal_distance``.
+``is_success`` (the episode instruction's success rule, as of now), ``goal_distance``,
+``instruction`` (the episode's, also at reset).
 """
 
 from __future__ import annotations
@@ -85,17 +90,23 @@ class SimEnv(gym.Env):
         return obs
 
     def _info(self, frames: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-        info = {"is_success": self.sim.success, "goal_distance": self.sim.goal_distance()}
+        info = {
+            "is_success": self.sim.success,
+            "goal_distance": self.sim.goal_distance(),
+            "instruction": self.sim.instruction,
+        }
         if frames is not None:
             info["frames"] = frames
         return info
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """``options={"instruction": text}`` forces one of the task's instructions."""
         super().reset(seed=seed)
         # A seed fixes the episode; without one, draw the next from the env's own RNG.
         episode_seed = seed if seed is not None else int(self.np_random.integers(2**31))
         self.episode_seed = episode_seed  # subclasses seed their own parts with it
-        frame = self.sim.reset(seed=episode_seed)
+        instruction = (options or {}).get("instruction")
+        frame = self.sim.reset(seed=episode_seed, instruction=instruction)
         self._last = self._observation(frame)
         self._needs_reset = False
         return self._last, self._info()

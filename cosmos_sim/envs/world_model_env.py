@@ -29,7 +29,7 @@ model's prediction of the next chunk, in action units).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gymnasium as gym
@@ -38,6 +38,7 @@ import torch
 
 from cosmos_sim.bridge.mujoco_sim import MujocoSim
 from cosmos_sim.conditioning.actions import ActionStats
+from cosmos_sim.device import precision as device_precision
 from cosmos_sim.envs.spaces import check_action, chunk_action_space, observation_space
 from cosmos_sim.errors import CameraError, ModelError
 from cosmos_sim.models import zoo
@@ -146,6 +147,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         device: str = "cpu",
         include_state: bool = True,
         render_mode: str | None = None,
+        precision: str | None = None,
     ) -> None:
         if family != "diffusion":
             raise ModelError(
@@ -154,6 +156,16 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                 found=family,
             )
         self.wm = LoadedWorldModel.load(model, device)
+        # The DiT runs under bf16 autocast where this machine runs bf16 faster (probed once
+        # and cached, see cosmos_sim/device.py); "fp32" / "bf16" force it.
+        if precision is not None and precision not in ("fp32", "bf16"):
+            raise ModelError(
+                "unknown precision", field="precision", expected="fp32 or bf16", found=precision
+            )
+        self._precision = device_precision(device)
+        if precision is not None and precision != self._precision.name:
+            dtype = None if precision == "fp32" else torch.bfloat16
+            self._precision = replace(self._precision, autocast_dtype=dtype, name=precision)
         if task is not None and task != self.wm.task:
             raise ModelError(
                 "the model was trained on another task",
@@ -257,9 +269,11 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             if self.wm.model.has_state:  # the model steps the proprio state with each chunk
                 norm = (states - self.wm.state_mean) / self.wm.state_std
                 self._state = torch.from_numpy(norm.astype(np.float32)).to(self.device)
-            self._cache, next_action = self.wm.model.prefill(
-                self._latents, states=None if self._state is None else self._state[:, None]
-            )
+            with self._precision.autocast():
+                self._cache, next_action = self.wm.model.prefill(
+                    self._latents, states=None if self._state is None else self._state[:, None]
+                )
+            next_action = None if next_action is None else next_action.float()
         self._t[:] = 0
         self._done[:] = False
         self._seeds = seeds
@@ -286,8 +300,9 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         time = int(self._t[0]) + 1
         shape = tuple(self._latents.shape[2:])
         model = self.wm.model
-        with torch.no_grad():
+        with torch.no_grad():  # the state is integrated over the episode: always fp32
             new_state = None if self._state is None else model.step_state(self._state, chunk)
+        with torch.no_grad(), self._precision.autocast():
             z = model.next_frame(
                 self._cache,
                 chunk,
@@ -302,6 +317,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             )
             new_states = None if new_state is None else new_state[:, None]
             next_action = model.append(self._cache, z, time, new_states)  # (B, c, A) normalised
+        z, next_action = z.float(), None if next_action is None else next_action.float()
+        with torch.no_grad():
             # Keep as much context as the model was trained with (RoPE sees only differences).
             self._cache.keep_last(self.wm.context_frames)
             # Only the decoder's receptive field is needed from here on.
