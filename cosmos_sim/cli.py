@@ -74,6 +74,13 @@ def record(
         int | None, typer.Option(help="Shadow map size; 0 = none (fastest).")
     ] = None,
     max_steps: Annotated[int, typer.Option(help="Episode cap for Gymnasium envs.")] = 200,
+    instruction: Annotated[
+        str | None,
+        typer.Option(
+            help="Force this instruction in every episode (a task with several [[instructions]]; "
+            "default: drawn from each episode's seed)."
+        ),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing store.")
     ] = False,
@@ -83,8 +90,8 @@ def record(
 
     if (task is None) == (env is None):
         raise ConfigError("give exactly one of --task or --env", field="--task/--env")
-    if overwrite and out.exists():
-        shutil.rmtree(out)
+    if instruction is not None and task is None:
+        raise ConfigError("--instruction needs --task", field="--instruction", found=instruction)
     if task is not None:
         from cosmos_sim.bridge.record import MujocoSource
 
@@ -96,11 +103,14 @@ def record(
             depth=not no_depth,
             segmentation=not no_segmentation,
             shadow_size=shadow_size,
+            instruction=instruction,
         )
     else:
         from cosmos_sim.bridge.gym_render import GymRenderConfig, GymRenderSource
 
         source = GymRenderSource(GymRenderConfig(env_id=env, size=size or 64, max_steps=max_steps))
+    if overwrite and out.exists():  # only once the source is valid (a bad --task keeps the store)
+        shutil.rmtree(out)
     with Progress(
         TextColumn("[bold]recording[/]"),
         BarColumn(),

@@ -11,7 +11,13 @@ knob so one command yields a family of policies of graded success rate::
 
 so skill 0 is a uniform random policy and skill 1 the noiseless expert. Measured
 success over 40 episodes (seeds 1000-1039) at skill 1, 0.75, 0.5, 0.25, 0:
-reach 1.00, 0.88, 0.33, 0.05, 0.00; push 1.00, 0.93, 0.43, 0.05, 0.00.
+reach 1.00, 0.88, 0.33, 0.05, 0.00; push 1.00, 0.93, 0.43, 0.05, 0.00;
+reach-color 1.00, 0.90, 0.40, 0.05, 0.00; push-side 1.00, 0.95, 0.45, 0.03, 0.00.
+
+A task with several instructions (``[[instructions]]``) has several targets or goals
+in its scene; the episode's instruction picks the one that counts (``sim.rule``), and
+:meth:`TaskKind.points` hands the expert that one under the kind's usual name
+(``target``, ``goal``), so every expert follows the instruction unchanged.
 
 :class:`CameraNavKind` wraps an arm kind and adds camera actions (see
 :mod:`cosmos_sim.bridge.camera_motion`); its camera expert is graded the same way.
@@ -89,22 +95,58 @@ def _range(task: Task, section: str, key: str, default: list | None = None) -> t
     return float(value[0]), float(value[1])
 
 
+def _names(task: Task, section: str, key: str, default: list[str]) -> tuple[str, ...]:
+    """A non-empty list of distinct names from task.toml [section] key."""
+    value = getattr(task, section).get(key, default)
+    ok = isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)
+    if not ok or len(set(value)) != len(value):
+        raise TaskError(
+            "wrong value",
+            path=task.toml_path,
+            field=f"{section}.{key}",
+            expected="a non-empty list of distinct body names",
+            found=value,
+        )
+    return tuple(value)
+
+
+def _angles(task: Task, key: str, count: int) -> tuple[float, ...] | None:
+    """Optional task.toml [reset] key: one angle (degrees) per goal, or None when absent."""
+    value = task.reset.get(key)
+    if value is None:
+        return None
+    ok = isinstance(value, list) and len(value) == count
+    if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        raise TaskError(
+            "wrong value",
+            path=task.toml_path,
+            field=f"reset.{key}",
+            expected=f"{count} numbers (degrees), one per goal",
+            found=value,
+        )
+    return tuple(float(v) for v in value)
+
+
 class TaskKind:
     """Everything task-specific: scene checks, reset sampling, task state and the expert."""
 
     state_names: tuple[str, ...] = ()
     required_bodies: tuple[str, ...] = ()
+    site_roles: tuple[str, ...] = ("point", "region")  # rule fields that name scene sites
 
     def __init__(self, task: Task) -> None:
         self.task = task
         self.elbow = _range(task, "reset", "elbow", [0.6, 2.2])
 
     def check_scene(self, sim: MujocoSim) -> None:
-        for body in self.required_bodies:
-            if mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_BODY, body) < 0:
-                raise TaskError(
-                    f"scene has no body named '{body}'", path=self.task.scene_path, field=body
-                )
+        """Every required body, and a site of the same name (what :meth:`points` reads)."""
+        for name in self.required_bodies:
+            for obj in (mujoco.mjtObj.mjOBJ_BODY, mujoco.mjtObj.mjOBJ_SITE):
+                if mujoco.mj_name2id(sim.model, obj, name) < 0:
+                    kind = obj.name[6:].lower()
+                    raise TaskError(
+                        f"scene has no {kind} named '{name}'", path=self.task.scene_path, field=name
+                    )
 
     def reset(self, sim: MujocoSim, rng: np.random.Generator) -> None:
         raise NotImplementedError
@@ -121,13 +163,9 @@ class TaskKind:
 
     # Hooks with the plain-arm behaviour; CameraNavKind overrides them.
 
-    def success_sites(self) -> tuple[str, ...]:
-        """Sites the success rule needs in the scene."""
-        return (self.task.success.point, self.task.success.region)
-
     def goal_distance(self, sim: MujocoSim) -> float:
-        """Distance (m) from site ``[success] point`` to site ``region`` on the rule's axes."""
-        rule = self.task.success
+        """Distance (m) from the episode rule's site ``point`` to site ``region`` on its axes."""
+        rule = sim.rule
         delta = sim.data.site(rule.point).xpos - sim.data.site(rule.region).xpos
         return float(np.linalg.norm(delta[: len(rule.axes)]))
 
@@ -148,32 +186,60 @@ class TaskKind:
         return sim.data.site("ee").xpos[:2].copy()
 
 
+def _instructed(sim: MujocoSim, candidates: tuple[str, ...]) -> str:
+    """The candidate the episode's rule names as its region; the first one when it names none
+    (an arm kind inside cameranav, whose region is the camera)."""
+    region = sim.rule.region
+    return region if region in candidates else candidates[0]
+
+
 def _polar(rng: np.random.Generator, radius_range) -> np.ndarray:
     r, a = rng.uniform(*radius_range), rng.uniform(-np.pi, np.pi)
     return np.array([r * np.cos(a), r * np.sin(a)])
 
 
 class ReachKind(TaskKind):
-    state_names = ("target.x", "target.y")
-    required_bodies = ("target",)
+    """The end effector onto a target: mocap bodies ``[reset] targets`` (default ``["target"]``).
+
+    Each target body carries a site of its name; reset places every target at random
+    (``min_target_separation`` apart, each ``min_start_distance`` from the end effector);
+    the episode rule's region says which one counts. State: ``<target>.x, <target>.y``
+    for every target, in ``targets`` order.
+    """
 
     def __init__(self, task: Task) -> None:
         super().__init__(task)
+        self.targets = _names(task, "reset", "targets", ["target"])
+        self.required_bodies = self.targets
+        self.state_names = tuple(f"{t}.{axis}" for t in self.targets for axis in "xy")
         self.target_radius = _range(task, "reset", "target_radius")
         self.min_start = _number(task, "reset", "min_start_distance", 0.15)
+        self.min_separation = _number(task, "reset", "min_target_separation", 0.15)
         self.gain = _number(task, "expert", "gain", 6.0)
 
     def reset(self, sim: MujocoSim, rng: np.random.Generator) -> None:
         for _ in range(1000):
             ee = self._random_arm(sim, rng)
-            target = _polar(rng, self.target_radius)
-            if np.linalg.norm(ee - target) >= self.min_start:
+            targets = [_polar(rng, self.target_radius) for _ in self.targets]
+            far = all(np.linalg.norm(ee - t) >= self.min_start for t in targets)
+            apart = all(
+                np.linalg.norm(a - b) >= self.min_separation
+                for i, a in enumerate(targets)
+                for b in targets[i + 1 :]
+            )
+            if far and apart:
                 break
-        body = sim.model.body("target")
-        sim.data.mocap_pos[body.mocapid[0]] = [*target, body.pos[2]]
+        for name, target in zip(self.targets, targets, strict=True):
+            body = sim.model.body(name)
+            sim.data.mocap_pos[body.mocapid[0]] = [*target, body.pos[2]]
 
     def state(self, sim: MujocoSim) -> np.ndarray:
-        return sim.data.site("target").xpos[:2].copy()
+        return np.concatenate([sim.data.site(t).xpos[:2] for t in self.targets])
+
+    def points(self, sim: MujocoSim) -> dict[str, np.ndarray]:
+        """Every target by name, and the instructed one as ``target``."""
+        target = _instructed(sim, self.targets)
+        return {**super().points(sim), "target": sim.data.site(target).xpos.copy()}
 
     def expert(self, obs: dict) -> np.ndarray:
         """Proportional control of the end effector towards the target."""
@@ -181,11 +247,25 @@ class ReachKind(TaskKind):
 
 
 class PushKind(TaskKind):
-    state_names = ("block.x", "block.y", "block.yaw", "goal.x", "goal.y")
-    required_bodies = ("block", "goal")
+    """The finger pushes the block onto a goal patch: mocap bodies ``[reset] goals`` (default ``["goal"]``).
+
+    Reset places the block, then each goal ``push_distance`` from it: in a uniform
+    direction, or, with ``goal_angles``, in that goal's direction (degrees, 0 = +x, 90 =
+    +y) ± ``angle_jitter``; every push path keeps ``min_clearance`` from the arm base. The
+    episode rule's region says which goal counts. State: ``block.x, block.y, block.yaw``,
+    then ``<goal>.x, <goal>.y`` for every goal, in ``goals`` order.
+    """
 
     def __init__(self, task: Task) -> None:
         super().__init__(task)
+        self.goals = _names(task, "reset", "goals", ["goal"])
+        self.required_bodies = ("block", *self.goals)
+        self.state_names = ("block.x", "block.y", "block.yaw") + tuple(
+            f"{g}.{axis}" for g in self.goals for axis in "xy"
+        )
+        self.goal_angles = _angles(task, "goal_angles", len(self.goals))
+        jitter = _number(task, "reset", "angle_jitter") if "angle_jitter" in task.reset else 0.0
+        self.angle_jitter = np.deg2rad(jitter)  # ± around each goal angle
         self.block_radius = _range(task, "reset", "block_radius")
         self.goal_radius = _range(task, "reset", "goal_radius")
         self.push_distance = _range(task, "reset", "push_distance")
@@ -197,16 +277,14 @@ class PushKind(TaskKind):
         self.circle = _number(task, "expert", "circle_radius", 0.11)
 
     def reset(self, sim: MujocoSim, rng: np.random.Generator) -> None:
+        lo, hi = self.goal_radius
         for _ in range(1000):
             block = _polar(rng, self.block_radius)
-            angle = rng.uniform(-np.pi, np.pi)
-            goal = block + rng.uniform(*self.push_distance) * np.array(
-                [np.cos(angle), np.sin(angle)]
-            )
-            lo, hi = self.goal_radius
-            if (
+            goals = [block + self._push(rng, i) for i in range(len(self.goals))]
+            if all(
                 lo <= np.linalg.norm(goal) <= hi
                 and _segment_distance(block, goal) >= self.min_clearance
+                for goal in goals
             ):
                 break
         for _ in range(1000):
@@ -216,13 +294,29 @@ class PushKind(TaskKind):
         for name, value in zip(("block_x", "block_y"), block, strict=True):
             d.qpos[m.joint(name).qposadr[0]] = value
         d.qpos[m.joint("block_yaw").qposadr[0]] = rng.uniform(-np.pi / 4, np.pi / 4)
-        body = m.body("goal")
-        d.mocap_pos[body.mocapid[0]] = [*goal, body.pos[2]]
+        for name, goal in zip(self.goals, goals, strict=True):
+            body = m.body(name)
+            d.mocap_pos[body.mocapid[0]] = [*goal, body.pos[2]]
+
+    def _push(self, rng: np.random.Generator, goal: int) -> np.ndarray:
+        """The block-to-goal offset of goal number ``goal`` (direction drawn first, then length)."""
+        if self.goal_angles is None:
+            angle = rng.uniform(-np.pi, np.pi)
+        else:
+            jitter = rng.uniform(-self.angle_jitter, self.angle_jitter)
+            angle = np.deg2rad(self.goal_angles[goal]) + jitter
+        return rng.uniform(*self.push_distance) * np.array([np.cos(angle), np.sin(angle)])
 
     def state(self, sim: MujocoSim) -> np.ndarray:
         d = sim.data
         yaw = d.qpos[sim.model.joint("block_yaw").qposadr[0]]
-        return np.array([*d.site("block").xpos[:2], yaw, *d.site("goal").xpos[:2]])
+        goals = [d.site(g).xpos[:2] for g in self.goals]
+        return np.concatenate([d.site("block").xpos[:2], [yaw], *goals])
+
+    def points(self, sim: MujocoSim) -> dict[str, np.ndarray]:
+        """The block, every goal by name, and the instructed goal as ``goal``."""
+        goal = _instructed(sim, self.goals)
+        return {**super().points(sim), "goal": sim.data.site(goal).xpos.copy()}
 
     def expert(self, obs: dict) -> np.ndarray:
         """Get behind the block (circling around it if needed), then push it along the goal line."""
@@ -299,14 +393,15 @@ class CameraNavKind(TaskKind):
                 expected="-1 and 1 for the camera dimensions",
                 found=[list(a.low[:CAMERA_DIM]), list(a.high[:CAMERA_DIM])],
             )
-        if task.success.region != self.motion.camera:
-            raise TaskError(
-                "the success region of a camera-nav task is the moving camera",
-                path=path,
-                field="success.region",
-                expected=self.motion.camera,
-                found=task.success.region,
-            )
+        for instruction in task.instructions:
+            if instruction.success.region != self.motion.camera:
+                raise TaskError(
+                    "the success region of a camera-nav task is the moving camera",
+                    path=path,
+                    field=instruction.fields[1],
+                    expected=self.motion.camera,
+                    found=instruction.success.region,
+                )
         self.camera_action = ActionSpec(
             a.names[:CAMERA_DIM], a.low[:CAMERA_DIM], a.high[:CAMERA_DIM]
         )
@@ -314,6 +409,7 @@ class CameraNavKind(TaskKind):
         target_names = tuple(f"camera_target.{c}" for c in "xyz")
         self.state_names = self.arm.state_names + ORBIT_STATE_NAMES + target_names
         self.required_bodies = self.arm.required_bodies
+        self.site_roles = ("point",)  # the region is the moving camera
         self.orbit: OrbitState | None = None  # set by reset, moved by apply_action
 
     def check_scene(self, sim: MujocoSim) -> None:
@@ -332,9 +428,6 @@ class CameraNavKind(TaskKind):
                 found=name,
             )
 
-    def success_sites(self) -> tuple[str, ...]:
-        return (self.task.success.point,)
-
     def reset(self, sim: MujocoSim, rng: np.random.Generator) -> None:
         self.arm.reset(sim, rng)
         self.orbit = self.motion.sample_start(rng)
@@ -349,7 +442,7 @@ class CameraNavKind(TaskKind):
 
     def target(self, sim: MujocoSim) -> np.ndarray:
         """(3,) world centre of the body the camera should centre."""
-        body = sim.model.site(self.task.success.point).bodyid[0]
+        body = sim.model.site(sim.rule.point).bodyid[0]
         return sim.data.xpos[body].copy()
 
     def goal_distance(self, sim: MujocoSim) -> float:

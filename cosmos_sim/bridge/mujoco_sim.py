@@ -16,6 +16,11 @@ fixes the whole episode. A task kind may add action parts of its own: cameranav'
 actions start with camera actions that move the orbit camera before each physics step,
 and its ``reset`` seeds the orbit's start pose (nothing else moves it mid-episode).
 
+A task with several instructions (``task.toml [[instructions]]``) draws each episode's
+instruction from the reset seed (``reset(seed, instruction=…)`` forces one; the scene
+layout of a seed is the same either way); :attr:`instruction` and :attr:`rule` are the
+episode's, and :attr:`success` is judged by that instruction's rule.
+
 Per camera and step the simulator renders (each only when asked) RGB, depth (metres
 to the image plane, ``inf`` where nothing is hit) and segmentation (object ids of
 ``task.toml [objects]``, −1 for background), with OpenCV intrinsics and
@@ -34,7 +39,7 @@ import mujoco  # importing cosmos_sim (the parent package) first has set MUJOCO_
 import numpy as np
 
 from cosmos_sim.bridge.experts import KINDS, ScriptedPolicy, TaskKind
-from cosmos_sim.bridge.tasks import Task, find_task
+from cosmos_sim.bridge.tasks import Instruction, SuccessRule, Task, find_task
 from cosmos_sim.conditioning import cameras as cam
 from cosmos_sim.data.episode import CameraFrame, Episode, Frame
 from cosmos_sim.errors import ActionError, CameraError, ConfigError, TaskError
@@ -142,6 +147,7 @@ class MujocoSim:
         self._scene_option = mujoco.MjvOption()
         self._scene_option.sitegroup[:] = 0  # sites are markers for the code, not scene objects
         self._rng = np.random.default_rng(cfg.seed)
+        self._instruction: Instruction = self.task.instructions[0]  # set by every reset
         self.t = 0
         self._succeeded_any = False
 
@@ -153,7 +159,13 @@ class MujocoSim:
 
     @property
     def instruction(self) -> str:
-        return self.task.instruction
+        """The episode's instruction (the task's first before the first reset)."""
+        return self._instruction.text
+
+    @property
+    def rule(self) -> SuccessRule:
+        """The success rule of the episode's instruction."""
+        return self._instruction.success
 
     @property
     def action_space(self) -> ActionSpace:
@@ -171,17 +183,24 @@ class MujocoSim:
     @property
     def success(self) -> bool:
         """Success by the task's rule: now (``when = "end"``) or at any step so far."""
-        return self._succeeded_any if self.task.success.when == "any" else self.goal_reached()
+        return self._succeeded_any if self.rule.when == "any" else self.goal_reached()
 
     # ------------------------------------------------------------------- stepping
 
-    def reset(self, seed: int | None = None) -> Frame:
+    def reset(self, seed: int | None = None, instruction: str | None = None) -> Frame:
         """Start an episode (seeded: same seed → same episode) and return its first observation.
 
+        ``instruction`` (one of the task's texts) overrides the one drawn from the seed.
         The returned Frame's ``action`` is NaN until the caller records the action taken.
         """
+        forced = None if instruction is None else self.task.find_instruction(instruction)
         if seed is not None:
             self._rng = np.random.default_rng(seed)
+        choices = self.task.instructions
+        # Drawn even when forced, so a seed gives the same layout whatever the instruction;
+        # a single-instruction task draws nothing (its seeds give the episodes they always gave).
+        drawn = choices[int(self._rng.integers(len(choices)))] if len(choices) > 1 else choices[0]
+        self._instruction = forced or drawn
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
         m.cam_pos[:], m.cam_quat[:], m.cam_fovy[:] = (
@@ -239,7 +258,7 @@ class MujocoSim:
         return self.kind.goal_distance(self)
 
     def goal_reached(self) -> bool:
-        return self.goal_distance() <= self.task.success.radius
+        return self.goal_distance() <= self.rule.radius
 
     # ------------------------------------------------------------------ rendering
 
@@ -375,7 +394,7 @@ class MujocoSim:
         m, path = self.model, self.task.scene_path
         names = {
             mujoco.mjtObj.mjOBJ_JOINT: ARM_JOINTS,
-            mujoco.mjtObj.mjOBJ_SITE: (EE_SITE, *self.kind.success_sites()),
+            mujoco.mjtObj.mjOBJ_SITE: (EE_SITE,),
             mujoco.mjtObj.mjOBJ_ACTUATOR: ARM_JOINTS,
         }
         for obj, wanted in names.items():
@@ -384,6 +403,7 @@ class MujocoSim:
                     raise TaskError(
                         f"scene has no {obj.name[6:].lower()} named '{name}'", path=path, field=name
                     )
+        self.task.check_sites({m.site(i).name for i in range(m.nsite)}, self.kind.site_roles)
         joints = [m.joint(j) for j in ARM_JOINTS]
         self._arm_qpos = np.array([j.qposadr[0] for j in joints])
         self._arm_dofs = np.array([j.dofadr[0] for j in joints])
@@ -430,14 +450,18 @@ def _make_renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Ren
 Policy = Callable[[dict], np.ndarray]
 
 
-def rollout(sim: MujocoSim, policy: Policy, seed: int) -> Iterator[Frame]:
+def rollout(
+    sim: MujocoSim, policy: Policy, seed: int, instruction: str | None = None
+) -> Iterator[Frame]:
     """Run one seeded episode; yield each observation Frame with the action taken and its reward.
 
-    ``sim.success`` holds the episode's outcome once the iterator is exhausted.
+    ``instruction`` forces the episode's instruction (default: drawn from the seed).
+    ``sim.success`` and ``sim.instruction`` hold the episode's outcome and instruction once
+    the iterator is exhausted.
     """
     if hasattr(policy, "reset"):
         policy.reset(seed=seed)
-    frame = sim.reset(seed=seed)
+    frame = sim.reset(seed=seed, instruction=instruction)
     while not sim.done:
         action = np.asarray(policy(sim.policy_obs()), dtype=np.float32)
         frame.reward = sim.step(action)
@@ -447,9 +471,11 @@ def rollout(sim: MujocoSim, policy: Policy, seed: int) -> Iterator[Frame]:
             frame = sim.observe()
 
 
-def record_episode(sim: MujocoSim, policy: Policy, seed: int) -> Episode:
-    """One whole seeded episode in memory."""
-    frames = list(rollout(sim, policy, seed))
+def record_episode(
+    sim: MujocoSim, policy: Policy, seed: int, instruction: str | None = None
+) -> Episode:
+    """One whole seeded episode in memory (``instruction``: as in :func:`rollout`)."""
+    frames = list(rollout(sim, policy, seed, instruction))
     return Episode.from_frames(frames, success=sim.success, instruction=sim.instruction)
 
 

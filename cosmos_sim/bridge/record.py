@@ -85,7 +85,9 @@ class MujocoSource:
     """The embedded simulator as an EpisodeSource: one task, one scripted policy family.
 
     The policy for each episode is the task's scripted expert at ``skill``, seeded with
-    the episode seed, so a (task, skill, seed) triple fixes the episode exactly.
+    the episode seed, so a (task, skill, seed) triple fixes the episode exactly. The
+    episode's instruction is drawn from its seed too, unless ``instruction`` forces one
+    (one of the task's ``[[instructions]]``); the store keeps it per episode.
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class MujocoSource:
         depth: bool = True,
         segmentation: bool = True,
         shadow_size: int | None = None,
+        instruction: str | None = None,
     ) -> None:
         from cosmos_sim.bridge.mujoco_sim import MujocoSim, make_expert
 
@@ -111,6 +114,9 @@ class MujocoSource:
             shadow_size=shadow_size,
         )
         self.skill = skill
+        if instruction is not None:  # a ConfigError now, before the store is created
+            self.sim.task.find_instruction(instruction)
+        self.instruction = instruction
         self._make_expert = make_expert
 
     def store_spec(self) -> StoreSpec:
@@ -136,7 +142,7 @@ class MujocoSource:
         from cosmos_sim.bridge.mujoco_sim import rollout
 
         policy = self._make_expert(self.sim.task, skill=self.skill, seed=seed)
-        yield from rollout(self.sim, policy, seed)
+        yield from rollout(self.sim, policy, seed, self.instruction)
         return Outcome(success=self.sim.success, instruction=self.sim.instruction)
 
     def close(self) -> None:

@@ -8,6 +8,24 @@ Layout of a task folder (the repo's top-level ``envs/``; ``cosmos_sim/_tasks/`` 
       reach/scene.xml       the MJCF scene
       reach/task.toml       everything else about the task (documented in that file)
 
+A task has one ``instruction`` and one ``[success]`` rule, or several instructions, each
+implying its own rule (``envs/reach-color/task.toml``)::
+
+    [success]                       # shared by every instruction: radius, axes, when
+    point = "ee"                    # default point (and region) of the entries below
+    radius = 0.04
+
+    [[instructions]]
+    text = "reach the red target"
+    region = "target_red"           # this instruction succeeds when ee reaches target_red
+
+    [[instructions]]
+    text = "reach the blue target"
+    region = "target_blue"
+
+Each episode draws its instruction from its seed (or is given one: ``MujocoSim.reset``,
+``cosmos-sim record --instruction``) and is judged by that instruction's rule.
+
 Every problem in a task.toml raises :class:`~cosmos_sim.errors.TaskError` naming the
 file, the field, what was expected and what was found.
 """
@@ -16,12 +34,13 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cosmos_sim
-from cosmos_sim.errors import TaskError
+from cosmos_sim.errors import ConfigError, TaskError
 
 TASK_FILE = "task.toml"
 TASK_KINDS = ("reach", "push", "cameranav")  # each kind has a reset sampler and a scripted expert
@@ -55,9 +74,29 @@ class SuccessRule:
     when: str = "end"
 
 
+INSTRUCTION_FIELDS = ("text", "point", "region")  # the keys of an [[instructions]] entry
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One instruction and the success rule it implies.
+
+    ``fields`` names where the rule's point and region were set in task.toml (e.g.
+    ``instructions[1].region`` or ``success.point``), for error messages.
+    """
+
+    text: str
+    success: SuccessRule
+    fields: tuple[str, str] = ("success.point", "success.region")
+
+
 @dataclass(frozen=True)
 class Task:
-    """One task folder, validated. See ``envs/reach/task.toml`` for every field's meaning."""
+    """One task folder, validated. See ``envs/reach/task.toml`` for every field's meaning.
+
+    ``instructions`` holds every instruction with its rule; ``instruction`` and ``success``
+    are the first one's (the only one's, for a task with a single instruction).
+    """
 
     name: str
     folder: Path
@@ -75,6 +114,7 @@ class Task:
     reset: dict[str, Any] = field(default_factory=dict)
     expert: dict[str, Any] = field(default_factory=dict)
     camera: dict[str, Any] = field(default_factory=dict)  # [camera]: camera actions (cameranav)
+    instructions: tuple[Instruction, ...] = ()  # () = the single (instruction, success)
 
     @property
     def scene_path(self) -> Path:
@@ -83,6 +123,41 @@ class Task:
     @property
     def toml_path(self) -> Path:
         return self.folder / TASK_FILE
+
+    @property
+    def instruction_texts(self) -> tuple[str, ...]:
+        return tuple(i.text for i in self.instructions)
+
+    def find_instruction(self, text: str) -> Instruction:
+        """The instruction with this exact text, or a ConfigError listing the task's ones."""
+        for instruction in self.instructions:
+            if instruction.text == text:
+                return instruction
+        close = difflib.get_close_matches(text, self.instruction_texts, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"task '{self.name}' has no instruction '{text}'{hint}",
+            field="instruction",
+            expected=" or ".join(repr(t) for t in self.instruction_texts),
+            found=repr(text),
+        )
+
+    def check_sites(self, sites: Collection[str], roles: tuple[str, ...]) -> None:
+        """Every rule's ``roles`` ("point", "region") must name one of the scene's ``sites``."""
+        for instruction in self.instructions:
+            for role in roles:
+                name = getattr(instruction.success, role)
+                if name in sites:
+                    continue
+                close = difflib.get_close_matches(name, list(sites), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise TaskError(
+                    f"scene has no site named '{name}' (task.toml names it){hint}",
+                    path=self.scene_path,
+                    field=instruction.fields[("point", "region").index(role)],
+                    expected="one of " + ", ".join(sorted(sites)),
+                    found=name,
+                )
 
     def __post_init__(self) -> None:
         path = self.toml_path
@@ -143,31 +218,9 @@ class Task:
             raise TaskError(
                 "at least one camera is needed", path=path, field="render.cameras", found=[]
             )
-        s = self.success
-        if s.axes not in ("xy", "xyz"):
-            raise TaskError(
-                "unknown axes",
-                path=path,
-                field="success.axes",
-                expected="'xy' or 'xyz'",
-                found=s.axes,
-            )
-        if s.when not in ("end", "any"):
-            raise TaskError(
-                "unknown rule",
-                path=path,
-                field="success.when",
-                expected="'end' or 'any'",
-                found=s.when,
-            )
-        if not s.radius > 0:
-            raise TaskError(
-                "must be positive",
-                path=path,
-                field="success.radius",
-                expected="> 0 m",
-                found=s.radius,
-            )
+        _check_rule(self.success, path)
+        if not self.instructions:  # a single-instruction task: the top-level pair
+            object.__setattr__(self, "instructions", (Instruction(self.instruction, self.success),))
         ids = list(self.objects.values())
         if len(set(ids)) != len(ids) or any(i < 0 for i in ids):
             raise TaskError(
@@ -178,6 +231,34 @@ class Task:
             )
         if not self.scene_path.is_file():
             raise TaskError("scene file not found", path=self.scene_path, field="scene.xml")
+
+
+def _check_rule(rule: SuccessRule, path: Path) -> None:
+    """The [success] fields every instruction shares."""
+    if rule.axes not in ("xy", "xyz"):
+        raise TaskError(
+            "unknown axes",
+            path=path,
+            field="success.axes",
+            expected="'xy' or 'xyz'",
+            found=rule.axes,
+        )
+    if rule.when not in ("end", "any"):
+        raise TaskError(
+            "unknown rule",
+            path=path,
+            field="success.when",
+            expected="'end' or 'any'",
+            found=rule.when,
+        )
+    if not rule.radius > 0:
+        raise TaskError(
+            "must be positive",
+            path=path,
+            field="success.radius",
+            expected="> 0 m",
+            found=rule.radius,
+        )
 
 
 # ------------------------------------------------------------------------ loading
@@ -274,13 +355,14 @@ def load_task(folder: str | Path) -> Task:
         raise TaskError(f"not valid TOML: {e}", path=path, field=TASK_FILE) from e
     top = _Table(data, path)
     control, action, render = top.table("control"), top.table("action"), top.table("render")
-    success, objects = top.table("success"), top.table("objects")
+    objects = top.table("objects")
     object_ids = {name: int(objects.get(name, int)) for name in objects.data}
+    instructions = _instructions(top)
     return Task(
         name=top.get("name", str, folder.name),
         folder=folder,
         kind=top.get("kind", str),
-        instruction=top.get("instruction", str),
+        instruction=instructions[0].text,
         episode_length=top.get("episode_length", int),
         fps=control.number("fps"),
         max_speed=control.number("max_speed"),
@@ -288,18 +370,94 @@ def load_task(folder: str | Path) -> Task:
         cameras=render.strings("cameras"),
         size=render.get("size", int),
         shadow_size=render.get("shadow_size", int, 0),
-        success=SuccessRule(
-            point=success.get("point", str),
-            region=success.get("region", str),
-            radius=success.number("radius"),
-            axes=success.get("axes", str, "xy"),
-            when=success.get("when", str, "end"),
-        ),
+        success=instructions[0].success,
         objects=object_ids,
         reset=top.get("reset", dict, {}),
         expert=top.get("expert", dict, {}),
         camera=top.get("camera", dict, {}),
+        instructions=instructions,
     )
+
+
+def _instructions(top: _Table) -> tuple[Instruction, ...]:
+    """``instruction`` + ``[success]``, or ``[[instructions]]`` entries over ``[success]`` defaults."""
+    success, path = top.table("success"), top.path
+    shared = dict(
+        radius=success.number("radius"),
+        axes=success.get("axes", str, "xy"),
+        when=success.get("when", str, "end"),
+    )
+    if "instructions" not in top.data:
+        rule = SuccessRule(success.get("point", str), success.get("region", str), **shared)
+        return (Instruction(top.get("instruction", str), rule),)
+    if "instruction" in top.data:
+        raise TaskError(
+            "give either one `instruction` or [[instructions]] entries, not both",
+            path=path,
+            field="instruction",
+            expected="no top-level instruction beside [[instructions]]",
+            found=top.data["instruction"],
+        )
+    entries = top.get("instructions", list)
+    if not entries:
+        raise TaskError(
+            "at least one instruction is needed",
+            path=path,
+            field="instructions",
+            expected="[[instructions]] tables with text (+ point, region)",
+            found="an empty list",
+        )
+    defaults = {key: success.get(key, str, None) for key in ("point", "region")}
+    seen: dict[str, int] = {}
+    out = []
+    for i, entry in enumerate(entries):
+        name = f"instructions[{i}]"
+        if not isinstance(entry, dict):
+            raise TaskError(
+                "wrong type", path=path, field=name, expected="a table", found=repr(entry)
+            )
+        for key in entry:
+            if key not in INSTRUCTION_FIELDS:
+                close = difflib.get_close_matches(key, INSTRUCTION_FIELDS, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise TaskError(
+                    f"unknown field{hint}",
+                    path=path,
+                    field=f"{name}.{key}",
+                    expected=" or ".join(INSTRUCTION_FIELDS),
+                    found=key,
+                )
+        table = _Table(entry, path, f"{name}.")
+        text = table.get("text", str)
+        if not text.strip():
+            raise TaskError("must not be empty", path=path, field=f"{name}.text", found=repr(text))
+        if text in seen:
+            raise TaskError(
+                "duplicate instruction",
+                path=path,
+                field=f"{name}.text",
+                expected="distinct texts",
+                found=f"{text!r}, as instructions[{seen[text]}]",
+            )
+        seen[text] = i
+        sites, fields = {}, []
+        for key in ("point", "region"):
+            if key in entry:
+                sites[key] = table.get(key, str)
+                fields.append(f"{name}.{key}")
+            elif defaults[key] is not None:
+                sites[key] = defaults[key]
+                fields.append(f"success.{key}")
+            else:
+                raise TaskError(
+                    "missing field",
+                    path=path,
+                    field=f"{name}.{key}",
+                    expected=f"a site name (here or as the default [success] {key})",
+                    found="nothing",
+                )
+        out.append(Instruction(text, SuccessRule(**sites, **shared), (fields[0], fields[1])))
+    return tuple(out)
 
 
 def tasks_root() -> Path:
