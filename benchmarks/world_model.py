@@ -26,10 +26,14 @@ from benchmarks.common import print_table, write_result
 from cosmos_sim.data.store import EpisodeStore
 from cosmos_sim.envs.world_model_env import GUIDANCE, SIGMA_START, LoadedWorldModel
 from cosmos_sim.models.tokenizer import ssim
+from cosmos_sim.models.zoo import shipped_models
 from cosmos_sim.training.world_model_task import CHUNK, HELD_OUT_EVERY
 
-MODEL = "wm-diffusion-reach"
-STORE = Path("data/reach.zarr")
+# task → (shipped model, store with held-out episodes; recorded as in the model's card)
+TASKS = {
+    "reach": ("wm-diffusion-reach", Path("data/reach-wm.zarr")),
+    "push": ("wm-diffusion-push", Path("data/push-wm.zarr")),
+}
 HORIZONS = (1, 4, 16)
 
 
@@ -93,9 +97,8 @@ def rollout(
     return video, state.numpy() * wm.state_std + wm.state_mean
 
 
-def main(model: str = MODEL, store_path: Path = STORE, name: str = "world_model") -> dict:
-    if not store_path.exists():
-        raise SystemExit(f"{store_path} missing: record it first (see models/{model}/card.md)")
+def run_task(model: str, store_path: Path) -> dict:
+    """Every figure of one model on its store's held-out episodes (printed as it goes)."""
     wm = LoadedWorldModel.load(model)
     store = EpisodeStore.open(store_path)
     cam = wm.cameras[0]
@@ -228,8 +231,21 @@ def main(model: str = MODEL, store_path: Path = STORE, name: str = "world_model"
         f"PSNR at latent step {k_max} by sampler start: "
         + ", ".join(f"{k} {v:.1f} dB" for k, v in starts.items())
     )
-    print(f"wrote {write_result(name, result)}")
     return result
+
+
+def main() -> dict:
+    results = {}
+    for task, (model, store_path) in TASKS.items():
+        if model not in shipped_models():
+            results[task] = {"model": model, "status": "not shipped yet"}
+        elif not store_path.exists():
+            results[task] = {"model": model, "status": f"{store_path} missing: see the card"}
+            print(f"{task}: {store_path} missing, record it as models/{model}/card.md says")
+        else:
+            results[task] = run_task(model, store_path)
+    print(f"wrote {write_result('world_model', results)}")
+    return results
 
 
 if __name__ == "__main__":

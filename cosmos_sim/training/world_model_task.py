@@ -10,6 +10,13 @@ Per (store, episode, camera) sequence, at latent-frame resolution (c = 4 video f
     reward    (N,)          float32  reward of the action that led to that video frame
     state     (N, S)        float32  normalised state at the frame's last video frame
 
+and, for the post-training variants (``world_model_variants.py``)::
+
+    intrinsics         (N, 3, 3)  float64  camera: K of the frame's last video frame, latent grid
+    world_from_camera  (N, 4, 4)  float64  camera: its pose
+    instruction_ids    (L,)       int64    instruction: the episode's hashed instruction
+    latents            (N, V, C, h, w)     multiview: one sequence per episode, V = len(views)
+
 A training clip is a window of latent frames; the first ``n_context`` are given clean,
 the rest are predicted. By default (``n_context=None``) each batch draws its context length
 from 1 … ``frames`` − 1 and predicts the one frame after it — exactly what the env does at
@@ -31,6 +38,7 @@ from cosmos_sim.conditioning.actions import ActionStats, chunk_actions
 from cosmos_sim.data.store import EpisodeStore
 from cosmos_sim.errors import ConfigError, StoreError
 from cosmos_sim.models import zoo
+from cosmos_sim.training import world_model_variants as variants
 
 CHUNK = 4
 HELD_OUT_EVERY = 10  # every 10th episode is held out (by episode index)
@@ -44,6 +52,10 @@ class Sequences:
     reward: list[np.ndarray] = field(default_factory=list)
     state: list[np.ndarray] = field(default_factory=list)
     key: list[tuple[int, int, str]] = field(default_factory=list)  # (store, episode, camera)
+    intrinsics: list[np.ndarray] = field(default_factory=list)  # camera variant
+    world_from_camera: list[np.ndarray] = field(default_factory=list)
+    instruction_ids: list[np.ndarray] = field(default_factory=list)  # instruction variant
+    views: list[str] = field(default_factory=list)  # multiview: the cameras, in view order
 
 
 @dataclass
@@ -76,6 +88,21 @@ def latent_cache(store: EpisodeStore, tokenizer_hash: str):
 
 
 def dataset_stats(stores: Sequence[EpisodeStore]) -> tuple[ActionStats, StateStats]:
+    """Action and state normalisation over every store (which must share both spaces)."""
+    first = stores[0].spec
+    for store in stores[1:]:
+        for name, have, found in (
+            ("action_space", first.action_dim, store.spec.action_dim),
+            ("state_dim", first.state_dim, store.spec.state_dim),
+        ):
+            if have != found:
+                raise StoreError(
+                    f"one model trains on one {name.split('_')[0]} space: the stores differ",
+                    path=store.path,
+                    field=name,
+                    expected=f"{have} (as {stores[0].path})",
+                    found=found,
+                )
     actions = np.concatenate([s._read("action", slice(0, s.num_frames)) for s in stores])
     states = np.concatenate([s._read("state", slice(0, s.num_frames)) for s in stores])
     std = states.std(0)
@@ -91,22 +118,33 @@ def load_sequences(
     action_stats: ActionStats,
     state_stats: StateStats,
     split: str = "train",
+    *,
+    geometry: bool = False,
+    text_vocab: int = 0,
 ) -> Sequences:
-    """Every (episode, camera) sequence of the split, in memory (latents are small)."""
+    """Every (episode, camera) sequence of the split, in memory (latents are small).
+
+    ``geometry``: also each latent frame's K (on the latent grid) and pose (camera variant);
+    ``text_vocab`` > 0: also each episode's hashed instruction (instruction variant).
+    """
     seqs = Sequences()
     for si, store in enumerate(stores):
         cache = latent_cache(store, tokenizer_hash)
+        instructions = store.instructions if text_vocab else []
         for camera in store.check_cameras(cameras):
             lat = cache[camera]["latents"]
             covered = np.asarray(cache[camera]["frames"][:])
+            spec = store.spec.cameras[camera]
+            fields = ("action", "state", "reward")
+            if geometry:
+                fields += ("intrinsics", "world_from_camera")
             for e in range(len(store)):
                 held_out = e % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
                 if held_out != (split == "held-out"):
                     continue
                 n_frames = int(covered[e])
                 n = 1 + (n_frames - 1) // CHUNK
-                start, _ = store.episode_bounds(e)
-                w = store.read_window(e, 0, n_frames, fields=("action", "state", "reward"))
+                w = store.read_window(e, 0, n_frames, cameras=[camera], fields=fields)
                 last = np.arange(n) * CHUNK  # last video frame of each latent frame
                 reward_in = np.concatenate([[0.0], w["reward"]])[last]  # reward[t-1] leads into t
                 seqs.latents.append(np.asarray(lat[e, :n], np.float32))
@@ -117,9 +155,52 @@ def load_sequences(
                 seqs.reward.append(reward_in.astype(np.float32))
                 seqs.state.append(state_stats.normalize(w["state"][last]))
                 seqs.key.append((si, e, camera))
+                if geometry:
+                    k, pose = variants.latent_geometry(
+                        w["intrinsics"][camera][last],
+                        w["world_from_camera"][camera][last],
+                        (spec.height, spec.width),
+                        tuple(lat.shape[-2:]),
+                    )
+                    seqs.intrinsics.append(k)
+                    seqs.world_from_camera.append(pose)
+                if text_vocab:
+                    seqs.instruction_ids.append(
+                        variants.instruction_ids(instructions[e], text_vocab)
+                    )
     if not seqs.latents:
         raise StoreError("no episodes in this split", field=split)
     return seqs
+
+
+def fold_cameras(seqs: Sequences, cameras: Sequence[str]) -> Sequences:
+    """Per-(episode, camera) sequences → one per episode with (N, V, C, h, w) latents, views
+    in the order of ``cameras`` (actions, labels and state are the episode's, shared)."""
+    by_episode: dict[tuple[int, int], dict[str, int]] = {}
+    for i, (si, e, camera) in enumerate(seqs.key):
+        by_episode.setdefault((si, e), {})[camera] = i
+    out = Sequences(views=list(cameras))
+    for (si, e), index in by_episode.items():
+        rows = [index[c] for c in cameras]
+        shapes = {seqs.latents[i].shape for i in rows}
+        if len(shapes) != 1:
+            raise StoreError(
+                "the cameras' latent sequences differ: views of one episode must share the "
+                "latent grid and length",
+                field=f"episode[{e}].latents",
+                expected="one shape",
+                found=sorted(shapes),
+            )
+        first = rows[0]
+        out.latents.append(np.stack([seqs.latents[i] for i in rows], 1))  # (N, V, C, h, w)
+        out.chunks.append(seqs.chunks[first])
+        out.reached.append(seqs.reached[first])
+        out.reward.append(seqs.reward[first])
+        out.state.append(seqs.state[first])
+        out.key.append((si, e, "+".join(cameras)))
+        if seqs.instruction_ids:
+            out.instruction_ids.append(seqs.instruction_ids[first])
+    return out
 
 
 class LatentClipLoader:
@@ -181,17 +262,28 @@ class LatentClipLoader:
             t = n_ctx + 1
             rows = np.stack([rows[:, 0], rows[:, 1] + self.frames - t], 1)  # same clip ends
         chunks = take(s.chunks)
-        every_chunk = chunks.clone()  # the state dynamics head steps through all of them
-        chunks[:, :n_ctx] = 0  # clean context frames carry no action
-        return {
+        # Every chunk stays: the DiT ignores the context frames' chunks (packing marks only
+        # target frames as having an action), the next-action head is trained on the chunk
+        # after each context frame, and the state dynamics head steps through all of them.
+        every_chunk = chunks
+        batch = {
             "actions_all": every_chunk,  # (B, T, c, A)
-            "latents": take(s.latents),  # (B, T, C, h, w)
+            "latents": take(s.latents),  # (B, T, C, h, w); multiview (B, T, V, C, h, w)
             "n_context": n_ctx,
             "actions": chunks,  # (B, T, c, A)
             "reward": take(s.reward),  # (B, T)
             "success": take(s.reached),  # (B, T)
             "state": take(s.state),  # (B, T, S)
         }
+        if s.world_from_camera:  # camera variant: rays relative to each clip's first frame
+            latent_size = tuple(s.latents[0].shape[-2:])
+            rays = variants.clip_rays(take(s.intrinsics), take(s.world_from_camera), latent_size)
+            batch["rays"] = rays  # (B, T, 6, h, w)
+        if s.instruction_ids:
+            batch["instruction_ids"] = variants.pad_ids([s.instruction_ids[i] for i in rows[:, 0]])
+        if s.views:
+            batch = variants.fold_clip_batch(batch)
+        return batch
 
     def __iter__(self) -> Iterator[dict]:
         while True:
@@ -213,7 +305,6 @@ RECIPES = {
     "cpu-small": WorldModelRecipe(frames=4, batch_size=16, lr=4e-4, warmup_steps=100, steps=3000),
     "gpu": WorldModelRecipe(frames=8, batch_size=64, lr=2e-4, warmup_steps=1000, steps=100_000),
 }
-VARIANTS = ("action", "camera", "multiview", "instruction")
 
 
 def stats_payload(
@@ -253,8 +344,13 @@ def build_model(
     state_dim: int,
     latent_shape: tuple[int, int, int],
     sigma_data: float = 0.5,
+    *,
+    folded_views: bool = False,
     **dit_overrides,
 ):
+    """The world model of ``preset`` with the given controls (``dit_overrides``); trained on
+    folded views, as :class:`~cosmos_sim.training.world_model_variants.FoldedViewsWorldModel`
+    (same parameters, its state dynamics stepping once per time step)."""
     from cosmos_sim.models.diffusion import EDMConfig, WorldModelConfig
     from cosmos_sim.models.dit import preset as dit_preset
     from cosmos_sim.models.world_model import ActionWorldModel, ActionWorldModelConfig, ProbeConfig
@@ -280,7 +376,7 @@ def build_model(
         probe=ProbeConfig(channels=c, height=h, width=w, state_dim=state_dim),
         dynamics_hidden=256,
     )
-    return ActionWorldModel(cfg)
+    return (variants.FoldedViewsWorldModel if folded_views else ActionWorldModel)(cfg)
 
 
 def train_world_model(
@@ -299,29 +395,33 @@ def train_world_model(
     seed: int = 0,
     dit_overrides: dict | None = None,
 ) -> dict:
-    """Train the action-conditioned diffusion world model on cached latents (resumable)."""
+    """Train a diffusion world model on cached latents (resumable): action-conditioned, plus
+    camera rays, folded views or the instruction for the other ``variant``s."""
     from cosmos_sim.training.trainer import Trainer, TrainerConfig
 
-    if variant not in VARIANTS:
-        raise ConfigError(
-            "unknown variant", field="variant", expected=list(VARIANTS), found=variant
-        )
-    if variant != "action":
-        raise ConfigError(
-            "only the action variant is trained in this version",
-            field="variant",
-            expected="action",
-            found=variant,
-        )
+    variants.check_variant(variant)
     if preset not in RECIPES:
         raise ConfigError("unknown preset", field="preset", expected=sorted(RECIPES), found=preset)
     recipe = RECIPES[preset]
-    stores, tok, cams, action_stats, state_stats = prepare(data, tokenizer, cameras)
-    seqs = load_sequences(stores, tok.weights_hash, cams, action_stats, state_stats, "train")
+    stores, tok, _, action_stats, state_stats = prepare(data, tokenizer, cameras)
+    cams, controls = variants.variant_setup(variant, preset, stores, cameras)
+    controls |= dit_overrides or {}
+    seqs = load_sequences(
+        stores,
+        tok.weights_hash,
+        cams,
+        action_stats,
+        state_stats,
+        "train",
+        geometry=variant == "camera",
+        text_vocab=controls["text_vocab"] if variant == "instruction" else 0,
+    )
+    if variant == "multiview":
+        seqs = fold_cameras(seqs, cams)
     loader = LatentClipLoader(
         seqs, recipe.frames, batch_size or recipe.batch_size, n_context=None, seed=seed
     )
-    latent_shape = tuple(seqs.latents[0].shape[1:])
+    latent_shape = tuple(seqs.latents[0].shape[-3:])
     torch.manual_seed(seed)
     # EDM's sigma_data is the latents' standard deviation (Karras et al. 2022, sec. 5).
     # The residual model diffuses frame-to-frame differences: their std is its sigma_data.
@@ -334,7 +434,8 @@ def train_world_model(
         seqs.state[0].shape[1],
         latent_shape,
         sigma_data,
-        **(dit_overrides or {}),
+        folded_views=variant == "multiview",
+        **controls,
     )
     steps = steps or recipe.steps
     tcfg = TrainerConfig(
@@ -365,6 +466,11 @@ def train_world_model(
             ],
         },
     }
+    if variant != "action":  # (an action run's config stays as it was: older runs resume)
+        run_config["data"] |= {
+            "variant": variant,
+            "action_names": list(stores[0].spec.action_names),
+        }
     trainer = Trainer(model, tcfg, loader, out_dir, run_config=run_config)
     summary = trainer.fit(resume=resume)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -374,7 +480,13 @@ def train_world_model(
 def export_world_model(
     run_dir: Path, model_dir: Path, card: str | None = None, use_ema: bool = True
 ) -> Path:
-    """Write the newest checkpoint of `run_dir` (EMA weights) as a zoo model directory."""
+    """Write the newest checkpoint of `run_dir` (EMA weights) as a zoo model directory.
+
+    Besides the model, config.toml records what an env needs to drive it: the ``variant``,
+    the ``cameras`` (the view order of a multi-view model), ``views``, whether it takes
+    ``rays`` (and relative to which camera), whether it reads an ``instruction``, and the
+    store's ``action_names`` (which action dimensions move the camera).
+    """
     from cosmos_sim.models.world_model import ActionWorldModel, ActionWorldModelConfig
     from cosmos_sim.training import checkpoint as ckpt
     from cosmos_sim.training.trainer import param_groups
@@ -403,6 +515,7 @@ def export_world_model(
         "cameras": data["cameras"],
         "context_frames": int(data["recipe"]["frames"]) - 1,
         "image_size": data["image_size"],
+        **variants.export_fields(data, cfg.wm.dit),
     }
     return zoo.save_model(
         model_dir,

@@ -17,6 +17,7 @@ from cosmos_sim.training.tokenizer_task import tokenize_store
 from cosmos_sim.training.world_model_task import (
     CHUNK,
     LatentClipLoader,
+    build_model,
     dataset_stats,
     export_world_model,
     latent_cache,
@@ -73,7 +74,16 @@ def test_sequences_align_actions_and_labels(tokenized):
     loader = LatentClipLoader(seqs, frames=3, batch_size=2, seed=1)
     b = loader.batch(0)
     assert b["latents"].shape == (2, 3, *LATENT) and b["actions"].shape == (2, 3, CHUNK, 2)
-    assert not b["actions"][:, 0].any()  # the clean context frame carries no action
+    # every chunk is kept (the next-action head learns the chunk after each context frame);
+    # the model conditions only its target frames on theirs
+    torch.testing.assert_close(b["actions"], b["actions_all"])
+    assert b["actions"][:, 1:].abs().sum() > 0
+    wm = build_model("cpu-small", 2, seqs.state[0].shape[1], LATENT, **TINY_DIT)
+    tb = wm.wm.token_batch({k: b[k] for k in ("latents", "n_context", "actions", "state")})
+    assert torch.equal(tb.has_action, tb.is_target)  # context frames: no action
+    random_ctx = LatentClipLoader(seqs, frames=3, batch_size=2, n_context=None, seed=1)
+    lengths = {random_ctx.batch(k)["latents"].shape[1] for k in range(8)}
+    assert lengths == {2, 3}  # 1 or 2 context frames + the one frame after them
     again = LatentClipLoader(seqs, frames=3, batch_size=2, seed=1)
     torch.testing.assert_close(again.batch(5)["latents"], loader.batch(5)["latents"])
 

@@ -1,0 +1,322 @@
+"""World-model post-training variants on tiny real stores: a cameranav store (moving orbit
+camera) and a 2-camera push store, recorded and tokenized here → batches → 2 training steps
+→ export → load, and the clear errors for data a variant cannot use."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from factories import synthetic_frame, tiny_spec
+
+from cosmos_sim.bridge.record import MujocoSource, record
+from cosmos_sim.conditioning.rays import plucker_rays
+from cosmos_sim.data.episode import UNKNOWN_POSE
+from cosmos_sim.data.store import EpisodeStore
+from cosmos_sim.errors import ConfigError, StoreError
+from cosmos_sim.models import zoo
+from cosmos_sim.models.dit import PRESETS, hash_instruction
+from cosmos_sim.models.tokenizer import TokenizerConfig, VideoTokenizer
+from cosmos_sim.models.world_model import ActionWorldModel
+from cosmos_sim.training.tokenizer_task import tokenize_store
+from cosmos_sim.training.world_model_task import (
+    CHUNK,
+    LatentClipLoader,
+    build_model,
+    dataset_stats,
+    export_world_model,
+    fold_cameras,
+    load_sequences,
+    train_world_model,
+)
+from cosmos_sim.training.world_model_variants import clip_rays
+
+TINY_DIT = {"dim": 32, "depth": 1, "heads": 2}
+SIZE = 32
+LATENT = (16, SIZE // 8, SIZE // 8)
+NAV_ACTIONS = ["cam_yaw", "cam_pitch", "cam_dolly", "ee_vx", "ee_vy"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A 2-episode cameranav store (orbit camera) and a 2-episode push store (front + side),
+    32×32, tokenized by one tiny untrained tokenizer."""
+    root = tmp_path_factory.mktemp("variants")
+    torch.manual_seed(0)
+    tok = VideoTokenizer(
+        TokenizerConfig(width=16, width_low=16, enc_blocks=(1, 1), dec_blocks=(1, 1))
+    )
+    tok_dir = zoo.save_model(
+        root / "tok", "tokenizer", tok.cfg.to_dict(), tok.state_dict(), dtype="fp32"
+    )
+    paths = {}
+    for name, task, cameras in (
+        ("nav", "cameranav", ["orbit"]),
+        ("push", "push", ["front", "side"]),
+    ):
+        source = MujocoSource(
+            task, skill=1.0, cameras=cameras, size=SIZE, depth=False, segmentation=False
+        )
+        record(source, root / f"{name}.zarr", episodes=2, seed=0)
+        source.close()
+        tokenize_store(root / f"{name}.zarr", tok_dir)
+        paths[name] = root / f"{name}.zarr"
+    return SimpleNamespace(
+        tok=tok_dir, hash=zoo.load_model(tok_dir).weights_hash, root=root, **paths
+    )
+
+
+def _sequences(data, store_path, cameras, **kwargs):
+    store = EpisodeStore.open(store_path)
+    action_stats, state_stats = dataset_stats([store])
+    seqs = load_sequences([store], data.hash, cameras, action_stats, state_stats, **kwargs)
+    return store, seqs
+
+
+def _window_of(seqs, latents: torch.Tensor) -> tuple[int, int]:
+    """(sequence, start) of the clip whose latents are ``latents`` (T, …)."""
+    t = latents.shape[0]
+    for i, lat in enumerate(seqs.latents):
+        for start in range(len(lat) - t + 1):
+            if np.array_equal(lat[start : start + t], latents.numpy()):
+                return i, start
+    raise AssertionError("clip not found in the sequences")
+
+
+def test_camera_rays_are_relative_to_the_first_context_frame(data):
+    store, seqs = _sequences(data, data.nav, ["orbit"], geometry=True)
+    assert seqs.intrinsics[0].shape == (len(seqs.latents[0]), 3, 3)
+    loader = LatentClipLoader(seqs, frames=4, batch_size=3, n_context=2, seed=0)
+    batch = loader.batch(0)
+    rays = batch["rays"]
+    assert rays.shape == (3, 4, 6, *LATENT[1:]) and rays.dtype == torch.float32
+    for clip in range(3):
+        i, start = _window_of(seqs, batch["latents"][clip])
+        e = seqs.key[i][1]
+        # the first context frame's camera is the reference: identity pose, zero moment
+        identity = plucker_rays(seqs.intrinsics[i][start], np.eye(4), *LATENT[1:])
+        torch.testing.assert_close(rays[clip, 0], identity)
+        assert rays[clip, 0, 3:].abs().max() < 1e-6
+        # every frame: K of its last video frame (image → latent grid) and its pose,
+        # relative to the clip's first frame, straight from the store
+        w = store.read_window(
+            e,
+            0,
+            store.episode_length(e),
+            cameras=["orbit"],
+            fields=("intrinsics", "world_from_camera"),
+        )
+        last = (start + np.arange(4)) * CHUNK
+        pose = w["world_from_camera"]["orbit"][last].astype(np.float64)
+        expected = plucker_rays(
+            w["intrinsics"]["orbit"][last], pose, *LATENT[1:], pose[0], image_size=(SIZE, SIZE)
+        )
+        torch.testing.assert_close(rays[clip], expected, atol=1e-5, rtol=1e-5)
+    assert (rays[:, -1] - rays[:, 0]).abs().amax() > 1e-2  # the camera moved within the clips
+    # training draws the context length: the reference is still each clip's first frame
+    drawn = LatentClipLoader(seqs, frames=4, batch_size=3, n_context=None, seed=0)
+    for k in range(4):
+        b = drawn.batch(k)
+        assert b["rays"].shape[:2] == b["latents"].shape[:2] == (3, b["n_context"] + 1)
+        assert b["rays"][:, 0, 3:].abs().max() < 1e-6
+    # invariant to the world origin: move the whole world, the rays stay
+    k, pose = (
+        torch.from_numpy(seqs.intrinsics[0][:4]),
+        torch.from_numpy(seqs.world_from_camera[0][:4]),
+    )
+    shift = torch.eye(4, dtype=torch.float64)
+    shift[:3, :3] = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
+    shift[:3, 3] = torch.tensor([3.0, -2.0, 0.5])
+    torch.testing.assert_close(
+        clip_rays(k[None], (shift @ pose)[None], LATENT[1:]),
+        clip_rays(k[None], pose[None], LATENT[1:]),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+
+
+def test_multiview_batch_folds_views_into_time(data):
+    cams = ["front", "side"]
+    store, per_camera = _sequences(data, data.push, cams)
+    seqs = fold_cameras(per_camera, cams)
+    assert len(seqs.latents) == 2 and seqs.latents[0].shape[1:] == (2, *LATENT)
+    loader = LatentClipLoader(seqs, frames=3, batch_size=2, n_context=2, seed=0)
+    b = loader.batch(0)
+    assert b["latents"].shape == (2, 6, *LATENT) and b["n_context"] == 4  # 2 steps × 2 views
+    assert b["time"].tolist() == [[0, 0, 1, 1, 2, 2]] * 2
+    assert b["view"].tolist() == [[0, 1, 0, 1, 0, 1]] * 2  # position in the model's cameras
+    for clip in range(2):  # view 0 is the front camera, view 1 the side camera, same instants
+        i, start = _window_of(per_camera, b["latents"][clip, 0::2])
+        assert per_camera.key[i][2] == "front"
+        side = per_camera.key.index((0, per_camera.key[i][1], "side"))
+        np.testing.assert_array_equal(
+            b["latents"][clip, 1::2].numpy(), per_camera.latents[side][start : start + 3]
+        )
+    a = store.spec.action_dim
+    assert b["step_actions_all"].shape == (2, 3, CHUNK, a) and b["step_state"].shape[1] == 3
+    torch.testing.assert_close(b["actions"][:, 0::2], b["actions"][:, 1::2])  # one chunk per step
+    torch.testing.assert_close(b["state"][:, 0::2], b["step_state"])
+    torch.testing.assert_close(b["actions"][:, 0::2], b["step_actions_all"])
+
+    model = build_model(
+        "cpu-small", a, b["step_state"].shape[-1], LATENT, folded_views=True, **TINY_DIT
+    )
+    tb = model.wm.token_batch(
+        {k: b[k] for k in ("latents", "n_context", "actions", "time", "view")}
+    )
+    assert tb.is_target.sum(1).tolist() == [2, 2]  # both views of the next time step
+    assert tb.layout.frame_time[:, :6].tolist() == b["time"].tolist()
+    index, found = tb.layout.previous_frame_tokens()
+    target = tb.is_target.gather(1, tb.layout.token_frame)
+    assert found[target].all()  # the residual base: the same view one time step earlier
+    prev = tb.layout.token_frame.gather(1, index)[target]
+    here = tb.layout.token_frame[target]
+    assert (prev == here - 2).all()
+    loss, metrics = model.training_step(b)
+    assert torch.isfinite(loss) and "loss_dynamics" in metrics
+
+
+def test_action_batches_carry_no_variant_keys(data):
+    _, seqs = _sequences(data, data.nav, ["orbit"])
+    b = LatentClipLoader(seqs, frames=3, batch_size=2, seed=0).batch(0)
+    assert set(b) == {
+        "actions_all",
+        "latents",
+        "n_context",
+        "actions",
+        "reward",
+        "success",
+        "state",
+    }
+
+
+def test_instruction_ids_come_from_the_episode(data):
+    store, seqs = _sequences(data, data.nav, ["orbit"], text_vocab=64)
+    text = store.instructions[0]
+    assert text  # cameranav: "keep the green block in the centre of the view"
+    np.testing.assert_array_equal(seqs.instruction_ids[0], hash_instruction(text, 64).numpy())
+    b = LatentClipLoader(seqs, frames=3, batch_size=2, seed=0).batch(0)
+    assert b["instruction_ids"].shape == (2, len(text.split())) and b["instruction_ids"].min() >= 2
+
+
+@pytest.mark.parametrize(
+    ("variant", "store", "expected"),
+    [
+        ("action", "nav", {"views": 1, "rays": False, "instruction": False, "cameras": ["orbit"]}),
+        (
+            "camera",
+            "nav",
+            {
+                "views": 1,
+                "rays": True,
+                "ray_reference": "first-context-frame",
+                "instruction": False,
+                "cameras": ["orbit"],
+                "action_names": NAV_ACTIONS,
+            },
+        ),
+        ("multiview", "push", {"views": 2, "rays": False, "cameras": ["front", "side"]}),
+        ("instruction", "nav", {"views": 1, "rays": False, "instruction": True}),
+    ],
+)
+def test_train_export_and_load(data, tmp_path, variant, store, expected):
+    run = tmp_path / "run"
+    summary = train_world_model(
+        [getattr(data, store)],
+        data.tok,
+        run,
+        variant=variant,
+        steps=2,
+        batch_size=2,
+        progress=False,
+        checkpoint_every=2,
+        dit_overrides=TINY_DIT,
+    )
+    assert summary["step"] == 2 and np.isfinite(summary["loss"])
+    loaded = zoo.load_model(export_world_model(run, tmp_path / "wm"))
+    assert loaded.config["variant"] == variant
+    assert {k: loaded.config.get(k) for k in expected} == expected
+    assert "ray_reference" in loaded.config or not expected["rays"]
+    model = loaded.module
+    assert type(model) is ActionWorldModel  # folded views train a subclass, same weights
+    dit = model.cfg.wm.dit
+    assert dit.rays == expected["rays"]
+    assert dit.text_vocab == (PRESETS["cpu-small"].text_vocab if variant == "instruction" else 0)
+    # the exported model consumes the variant's batches
+    cams = loaded.config["cameras"]
+    _, seqs = _sequences(
+        data,
+        getattr(data, store),
+        cams,
+        geometry=dit.rays,
+        text_vocab=dit.text_vocab,
+    )
+    if variant == "multiview":
+        seqs = fold_cameras(seqs, cams)
+    batch = LatentClipLoader(seqs, frames=3, batch_size=2, n_context=2, seed=1).batch(0)
+    model.eval()
+    with torch.no_grad():
+        out = model.wm.training_step({k: v for k, v in batch.items() if not k.startswith("step_")})
+    assert np.isfinite(out[1]["loss"])
+
+
+@pytest.fixture(scope="module")
+def odd_stores(data):
+    """Stores a variant cannot use: unknown camera poses, no instructions (synthetic), and a
+    push store with the front camera only."""
+    no_poses = EpisodeStore.create(data.root / "no-poses.zarr", tiny_spec())
+    no_text = EpisodeStore.create(data.root / "no-text.zarr", tiny_spec())
+    for store, instruction in ((no_poses, "push it"), (no_text, "")):
+        with store.writer() as w:
+            for t in range(9):
+                frame = synthetic_frame(store.spec, 0, t)
+                if store is no_poses:
+                    for cam in frame.cameras.values():
+                        cam.world_from_camera = UNKNOWN_POSE.copy()
+                w.add(frame)
+            w.commit(success=True, instruction=instruction)
+    source = MujocoSource("push", cameras=["front"], size=SIZE, depth=False, segmentation=False)
+    record(source, data.root / "front-only.zarr", episodes=1, seed=0)
+    source.close()
+    return {
+        "no-poses": no_poses.path,
+        "no-text": no_text.path,
+        "front-only": data.root / "front-only.zarr",
+    }
+
+
+@pytest.mark.parametrize(
+    ("variant", "stores", "cameras", "error", "message"),
+    [
+        ("dance", ["nav"], None, ConfigError, "unknown variant"),
+        ("camera", ["push"], None, StoreError, "the camera never moves"),
+        ("camera", ["push"], ["side"], StoreError, "the camera never moves"),
+        ("camera", ["no-poses"], None, StoreError, "no camera poses"),
+        ("camera", ["nav"], ["front"], StoreError, "store has no such camera"),
+        ("multiview", ["nav"], None, ConfigError, "folds several cameras"),
+        ("multiview", ["push"], ["front"], ConfigError, "folds several cameras"),
+        ("multiview", ["push"], ["front", "top"], StoreError, "store has no such camera"),
+        ("multiview", ["push", "front-only"], None, StoreError, "front-only.zarr: camera: store"),
+        ("action", ["push", "nav"], None, StoreError, "nav.zarr: action_space: one model"),
+        ("instruction", ["no-text"], None, StoreError, "no episode has an instruction"),
+    ],
+)
+def test_data_a_variant_cannot_use_is_a_clear_error(
+    data, odd_stores, tmp_path, variant, stores, cameras, error, message
+):
+    paths = [odd_stores.get(s) or getattr(data, s) for s in stores]
+    with pytest.raises(error, match=message):
+        train_world_model(
+            paths,
+            data.tok,
+            tmp_path / "run",
+            variant=variant,
+            cameras=cameras,
+            steps=1,
+            batch_size=2,
+            progress=False,
+            dit_overrides=TINY_DIT,
+        )
+    assert not (tmp_path / "run").exists()  # refused before anything is written
