@@ -59,12 +59,24 @@ class ExpertPolicy:
         self.task, self.state_names, self.chunk = task, state_names, chunk
         self.expert = ScriptedPolicy(KINDS[task.kind](task), task.action, skill=skill)
         self.step_length = task.max_speed / task.fps
+        self.region: str | None = None  # the instructed target / goal (several-instruction tasks)
+
+    def set_instruction(self, text: str) -> None:
+        """Follow ``text``: its rule's region becomes the expert's target (or goal)."""
+        rules = {i.text: i.success.region for i in self.task.instructions}
+        if text not in rules:
+            raise ConfigError(
+                "instruction not in the task", field="instruction", expected=list(rules), found=text
+            )
+        self.region = rules[text]
 
     def reset(self, seed: int | None = None) -> None:
         self.expert.reset(seed)
 
     def __call__(self, obs: dict) -> np.ndarray:
         points = privileged_from_state(np.asarray(obs["state"]), self.state_names)
+        if self.region in points:  # the instructed one, under the name the expert reads
+            points["goal" if self.task.kind == "push" else "target"] = points[self.region]
         actions = []
         for _ in range(self.chunk):
             a = self.expert(points)

@@ -37,6 +37,12 @@ class Rollouts:
         return float(self.success.mean())
 
 
+def tell_instruction(policy: Policy, text: str | None) -> None:
+    """Give the episode's instruction (from the env's reset info) to a policy that takes one."""
+    if text is not None and hasattr(policy, "set_instruction"):
+        policy.set_instruction(str(text))
+
+
 def run_policy(
     env: gym.Env,
     policy: Policy,
@@ -51,6 +57,7 @@ def run_policy(
         if hasattr(policy, "reset"):
             policy.reset(seed)
         obs, info = env.reset(seed=seed)
+        tell_instruction(policy, info.get("instruction"))
         total, frames = 0.0, {}
         while True:
             obs, reward, terminated, truncated, info = env.step(policy(obs))
@@ -94,7 +101,10 @@ def run_policy_vec(
     for p, seed in zip(policies, seeds, strict=True):
         if hasattr(p, "reset"):
             p.reset(seed)
-    obs, _ = env.reset(seed=list(seeds))
+    obs, info = env.reset(seed=list(seeds))
+    if "instruction" in info:
+        for p, text in zip(policies, info["instruction"], strict=True):
+            tell_instruction(p, text)
     n = len(seeds)
     done = np.zeros(n, bool)
     success, returns, probs = np.zeros(n, bool), np.zeros(n), np.full(n, np.nan)

@@ -168,15 +168,31 @@ class ActionWorldModel(nn.Module):
         first_time: int,
         n_context: int,
         states: Tensor | None = None,
+        rays: Tensor | None = None,
+        views: int = 1,
     ):
-        """(B, T, C, h, w) latents (+ (B, T, c, A) chunks, (B, T, S) states) as a TokenBatch
-        starting at `first_time`."""
+        """(B, T, C, h, w) latents (+ (B, T, c, A) chunks, (B, T, S) states, (B, T, 6, h, w)
+        Plücker rays) as a TokenBatch starting at `first_time`. With ``views`` V > 1 the T
+        frames are V cameras folded time-major (t0v0, t0v1, …), as multi-view models train."""
         b, t = latents.shape[:2]
-        time = torch.arange(first_time, first_time + t).expand(b, t)
+        if t % views:
+            raise ConfigError(
+                "folded frames must hold every view of each time step",
+                field="latents",
+                expected=f"a multiple of {views} frames",
+                found=t,
+            )
+        time = (first_time + torch.arange(t) // views).expand(b, t)
+        view = (torch.arange(t) % views).expand(b, t)
         if self.cfg.wm.dit.state_dim and states is None:
             raise ConfigError(
                 "this world model draws each frame from its proprio state: pass the states",
                 field="states",
+            )
+        if self.cfg.wm.dit.rays and rays is None:
+            raise ConfigError(
+                "this camera-control world model needs each frame's Plücker rays",
+                field="rays",
             )
         clips = [
             Clip(
@@ -184,6 +200,8 @@ class ActionWorldModel(nn.Module):
                 n_context,
                 None if actions is None else actions[i],
                 time=time[i],
+                view=view[i] if views > 1 else None,
+                rays=None if rays is None else rays[i],
                 state=None if states is None else states[i],
             )
             for i in range(b)
@@ -191,16 +209,20 @@ class ActionWorldModel(nn.Module):
         return pack_clips(clips, self.cfg.wm.dit.patch_size, [[i] for i in range(b)])
 
     @torch.no_grad()
-    def prefill(self, context: Tensor, cache=None, first_time: int = 0, states=None):
-        """Clean context latents (B, T, C, h, w) (+ their (B, T, S) states) into the cache;
-        returns (cache, next-action chunk)."""
-        tb = self._tokens(context, None, first_time, context.shape[1], states)
+    def prefill(
+        self, context: Tensor, cache=None, first_time: int = 0, states=None, rays=None, views=1
+    ):
+        """Clean context latents (B, T, C, h, w) (+ their (B, T, S) states and rays) into the
+        cache; returns (cache, next-action chunk)."""
+        tb = self._tokens(context, None, first_time, context.shape[1], states, rays, views)
         return self.wm.prefill(tb, cache)
 
     @torch.no_grad()
-    def append(self, cache, latents: Tensor, time: int, states=None) -> Tensor | None:
+    def append(
+        self, cache, latents: Tensor, time: int, states=None, rays=None, views=1
+    ) -> Tensor | None:
         """Add generated frames (now clean context) to the cache; returns the next-action chunk."""
-        tb = self._tokens(latents, None, time, latents.shape[1], states)
+        tb = self._tokens(latents, None, time, latents.shape[1], states, rays, views)
         return self.wm.prefill(tb, cache)[1]
 
     @torch.no_grad()
@@ -217,13 +239,18 @@ class ActionWorldModel(nn.Module):
         previous: Tensor | None = None,
         sigma_start: float | None = None,
         state: Tensor | None = None,
+        rays: Tensor | None = None,
+        views: int = 1,
     ) -> Tensor:
         """Sample latent frame `time` (B, 1, C, h, w) given the cached past and its action chunk.
 
         With ``previous`` (B, 1, C, h, w) and ``sigma_start``, sampling starts from the
         previous frame noised to σ_start rather than from pure noise at σ_max: consecutive
         latent frames differ little, and the short path drifts less in long rollouts.
-        ``state`` (B, S): the new frame's normalised state (models with proprio state).
+        ``state`` (B, S): the new frame's normalised state (models with proprio state);
+        ``rays`` (B, 6, h, w): its Plücker rays (camera-control models), in the same reference
+        camera as the cached context's. Multi-view models (``views`` V > 1) sample all V
+        views of time step `time` jointly: (B, V, C, h, w), ``previous`` likewise.
         """
         b = action_chunk.shape[0]
         if previous is None and self.cfg.wm.residual:
@@ -231,9 +258,17 @@ class ActionWorldModel(nn.Module):
                 "this world model predicts the change from the previous latent frame: pass it",
                 field="previous",
             )
-        placeholder = torch.zeros(b, 1, *latent_shape) if previous is None else previous
-        states = None if state is None else state[:, None]
-        batch = self._tokens(placeholder, action_chunk[:, None], time, 0, states)
+        placeholder = torch.zeros(b, views, *latent_shape) if previous is None else previous
+        states = None if state is None else state[:, None].expand(b, views, -1)
+        batch = self._tokens(
+            placeholder,
+            action_chunk[:, None].expand(b, views, *action_chunk.shape[1:]),
+            time,
+            0,
+            states,
+            None if rays is None else rays[:, None],
+            views,
+        )
         start = None if previous is None or sigma_start is None else batch.tokens
         base = batch.tokens if self.cfg.wm.residual else None
         tokens = self.wm.generate(

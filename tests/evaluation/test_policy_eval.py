@@ -6,10 +6,12 @@ import json
 
 import gymnasium as gym
 import numpy as np
+import pytest
 
 import cosmos_sim  # noqa: F401
+from cosmos_sim.errors import ConfigError
 from cosmos_sim.evaluation.policies import load_policy, privileged_from_state
-from cosmos_sim.evaluation.policy_eval import evaluate
+from cosmos_sim.evaluation.policy_eval import evaluate, run_policy
 from cosmos_sim.evaluation.report import write_report
 from cosmos_sim.viz.rerun_log import entity_paths
 
@@ -64,3 +66,18 @@ def test_simulator_agrees_with_itself(tmp_path):
     entities = entity_paths(paths["rrd"])
     assert "/evaluation/expert_1/episode_0/reference/front" in entities
     assert "/evaluation/expert_1/episode_0/candidate/top" in entities
+
+
+def test_expert_follows_each_episodes_instruction():
+    """On a several-instruction task the expert goes where the reset's instruction says."""
+    env = gym.make("cosmos_sim/ReachColor-v0", cameras="front", size=32)
+    sim = env.unwrapped
+    expert = load_policy(
+        "expert@1.0", task=sim.task, state_names=sim.sim.state_names, action_space=env.action_space
+    )
+    seeds = list(range(1000, 1006))
+    said = {env.reset(seed=s)[1]["instruction"] for s in seeds}
+    assert said == set(sim.task.instruction_texts)  # both instructions among these seeds
+    assert run_policy(env, expert, seeds).success.all()
+    with pytest.raises(ConfigError, match="instruction"):
+        expert.set_instruction("reach the green target")
