@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -10,6 +11,7 @@ from cosmos_sim.data.episode import CameraFrame, Frame
 from cosmos_sim.data.store import CameraSpec, EpisodeStore, StoreSpec
 
 CAMERAS = ("front", "top")
+TINY_DIT = {"dim": 32, "depth": 1, "heads": 2}  # a world model that trains in a blink
 
 
 def tiny_spec(cameras=CAMERAS, size=(16, 24), action_dim=3, state_dim=5) -> StoreSpec:
@@ -63,3 +65,57 @@ def synthetic_store(path: Path, lengths=(9, 13), **spec_kwargs) -> EpisodeStore:
     store = EpisodeStore.create(path, tiny_spec(**spec_kwargs))
     write_synthetic_episodes(store, lengths)
     return store
+
+
+def variant_stores(root: Path, size: int = 32) -> SimpleNamespace:
+    """The world-model variants' data: a 2-episode cameranav store (moving orbit camera) and
+    a 2-episode push store (front + side), ``size``², tokenized by one tiny untrained
+    tokenizer. Fields: ``tok`` (its model directory), ``hash``, ``root``, ``nav``, ``push``."""
+    import torch
+
+    from cosmos_sim.bridge.record import MujocoSource, record
+    from cosmos_sim.models import zoo
+    from cosmos_sim.models.tokenizer import TokenizerConfig, VideoTokenizer
+    from cosmos_sim.training.tokenizer_task import tokenize_store
+
+    torch.manual_seed(0)
+    tok = VideoTokenizer(
+        TokenizerConfig(width=16, width_low=16, enc_blocks=(1, 1), dec_blocks=(1, 1))
+    )
+    tok_dir = zoo.save_model(
+        root / "tok", "tokenizer", tok.cfg.to_dict(), tok.state_dict(), dtype="fp32"
+    )
+    paths = {}
+    for name, task, cameras in (
+        ("nav", "cameranav", ["orbit"]),
+        ("push", "push", ["front", "side"]),
+    ):
+        source = MujocoSource(
+            task, skill=1.0, cameras=cameras, size=size, depth=False, segmentation=False
+        )
+        record(source, root / f"{name}.zarr", episodes=2, seed=0)
+        source.close()
+        tokenize_store(root / f"{name}.zarr", tok_dir)
+        paths[name] = root / f"{name}.zarr"
+    return SimpleNamespace(
+        tok=tok_dir, hash=zoo.load_model(tok_dir).weights_hash, root=root, **paths
+    )
+
+
+def tiny_world_model(store: Path, tok_dir: Path, out: Path, variant: str = "action") -> Path:
+    """A ``variant`` world model trained 2 steps on ``store`` and exported to ``out``/wm."""
+    from cosmos_sim.training.world_model_task import export_world_model, train_world_model
+
+    run = out / "run"
+    train_world_model(
+        [store],
+        tok_dir,
+        run,
+        variant=variant,
+        steps=2,
+        batch_size=2,
+        progress=False,
+        checkpoint_every=2,
+        dit_overrides=TINY_DIT,
+    )
+    return export_world_model(run, out / "wm")

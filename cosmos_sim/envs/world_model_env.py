@@ -3,33 +3,65 @@ its batch of one.
 
 ``gym.make("cosmos_sim/WorldModel-v0", model="wm-diffusion-reach")`` or
 ``gym.make_vec("cosmos_sim/WorldModel-v0", num_envs=32, model=…)`` (one batched forward
-pass for every sub-env). Spaces are those of the simulator env it imitates
-(:mod:`cosmos_sim.envs.sim_env`), so a policy runs unchanged in either:
+pass for every sub-env). The model's ``variant`` (config.toml, see
+:mod:`.loaded_world_model`) says which simulator env it imitates; the spaces are that
+env's, so a policy runs unchanged in either:
+
+===========  ==================================  ==========================================
+variant      imitates                            each step
+===========  ==================================  ==========================================
+action       ``cosmos_sim/<Task>-v0``, one of     one latent frame from the action chunk,
+             the model's cameras (``cameras=``)   the context's KV cache kept
+camera       ``cosmos_sim/CameraNav-v0``, same    the commanded orbit camera (exact pose →
+             ``arm=`` / ``arm_skill=``            Plücker rays, exact ``orbit.*`` state) and
+                                                  the arm's actions (the policy's or the
+                                                  scripted expert's): :mod:`.world_model_camera`;
+                                                  the context re-prefilled every step
+multiview    ``cosmos_sim/<Task>-v0`` with the    all V views generated jointly (folded into
+             model's cameras                      time), each view decoded on its own
+instruction  —                                   refused: inference takes no instruction yet
+===========  ==================================  ==========================================
 
 =================  ========================================  ==============================
 observation key    space                                      meaning
 =================  ========================================  ==============================
-``<camera>``       Box(0, 255, (H, W, 3), uint8)              last generated frame
-``state``          Box(-inf, inf, (S,), float32)              read off the latent frame by the
-                                                               model's probe (true at reset)
+``<camera>``       Box(0, 255, (H, W, 3), uint8)              last generated frame; one key
+                                                               per observed camera (multiview:
+                                                               ``cameras=`` picks a subset of
+                                                               the views, default all)
+``state``          Box(-inf, inf, (S,), float32)              the model's proprio state (true
+                                                               at reset); camera: its
+                                                               ``orbit.*`` the commanded pose
 =================  ========================================  ==============================
 
-Action: Box(low, high, (chunk, A), float32), one action chunk per step; the model
-generates one latent frame = ``chunk`` video frames for it.
+=================  ========================================  ==============================
+action             space                                      per-frame layout
+=================  ========================================  ==============================
+action, multiview  Box(low, high, (chunk, A), float32)        the task's (task.toml)
+camera             Box(-1, 1, (chunk, 3), float32)            cam_yaw, cam_pitch, cam_dolly
+(``arm="expert"``)
+camera             Box(-1, 1, (chunk, 5), float32)            … then ee_vx, ee_vy
+(``arm="policy"``)
+=================  ========================================  ==============================
 
-Reset draws the real first frame from the simulator with the same seed as
-``cosmos_sim/<Task>-v0`` (so both start from the same state) and encodes it; the torch
-generator of the sampler is seeded from it too, so ``reset(seed=s)`` is reproducible.
-Reward: the probe's reward summed over nothing else (one per step); ``terminated`` only
-for tasks whose success rule is ``when = "any"`` and the success probability > 0.5;
-``truncated`` at the task's episode length. ``info``: ``frames`` {camera: (chunk, H, W, 3)},
-``success_probability``, ``is_success`` (probability > 0.5), ``next_action`` (the
-model's prediction of the next chunk, in action units).
+One env step takes one action chunk; the model generates one latent frame = ``chunk``
+video frames (per view) for it.
+
+Reset draws the real first frame(s) from the simulator with the same seed as the env it
+imitates (so both start from the same state) and encodes them; the torch generator of
+the sampler is seeded from it too, so ``reset(seed=s)`` is reproducible.
+Reward: the model's reward (one per step). ``terminated`` only for tasks whose success
+rule is ``when = "any"`` and the success probability > 0.5 (otherwise success is judged
+at the end, as in the simulator); ``truncated`` at the task's episode length. ``info``:
+``frames`` {camera: (chunk, H, W, 3)} of the observed cameras, ``success_probability``,
+``is_success`` (probability > 0.5), ``next_action`` (the model's prediction of the next
+chunk, in action units and the env's action layout); camera: ``goal_distance`` (rad,
+between the commanded camera's axis and the predicted camera target).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
@@ -37,11 +69,19 @@ import numpy as np
 import torch
 
 from cosmos_sim.bridge.mujoco_sim import MujocoSim
-from cosmos_sim.conditioning.actions import ActionStats
 from cosmos_sim.device import precision as device_precision
+from cosmos_sim.envs.loaded_world_model import (
+    LoadedWorldModel,
+    check_drivable,
+    decoder_window,
+    observed_cameras,
+)
 from cosmos_sim.envs.spaces import check_action, chunk_action_space, observation_space
-from cosmos_sim.errors import CameraError, ModelError
-from cosmos_sim.models import zoo
+from cosmos_sim.envs.world_model_camera import CameraNavControl
+from cosmos_sim.envs.world_model_rollouts import CachedRollout, Sampler, WindowRollout
+from cosmos_sim.errors import ConfigError, ModelError
+
+__all__ = ["LoadedWorldModel", "WorldModelEnv", "WorldModelVectorEnv", "decoder_window"]
 
 # Each latent frame may start from the previous one noised to this σ (SDEdit); None starts
 # from pure noise at σ_max, which drifted least for wm-diffusion-reach in
@@ -49,82 +89,6 @@ from cosmos_sim.models import zoo
 SIGMA_START: float | None = None
 # Classifier-free guidance scale on the action chunk (1 = plain conditional sampling).
 GUIDANCE: float = 1.0
-
-
-@dataclass
-class LoadedWorldModel:
-    """A world model, its tokenizer and the statistics it was trained with."""
-
-    model: torch.nn.Module
-    tokenizer: torch.nn.Module
-    task: str
-    cameras: list[str]
-    action_stats: ActionStats
-    state_mean: np.ndarray
-    state_std: np.ndarray
-    name: str
-    context_frames: int
-    image_size: tuple[int, int]
-
-    @classmethod
-    def load(cls, model: str, device: str = "cpu") -> LoadedWorldModel:
-        loaded = zoo.load_model(model, device)
-        if loaded.kind != "world-model-diffusion":
-            raise ModelError(
-                "not a diffusion world model", path=loaded.path, field="kind", found=loaded.kind
-            )
-        meta = loaded.config
-        try:
-            tok = zoo.load_model(meta["tokenizer"], device)
-        except ModelError:
-            tok = zoo.load_model(meta.get("tokenizer_path", meta["tokenizer"]), device)
-        if tok.weights_hash != meta["tokenizer_hash"]:
-            raise ModelError(
-                "the world model was trained with a different tokenizer",
-                path=loaded.path,
-                field="tokenizer_hash",
-                expected=meta["tokenizer_hash"],
-                found=f"{tok.weights_hash} ({tok.path})",
-            )
-        stats = loaded.stats or {}
-        if "action_mean" not in stats or "state_mean" not in stats:
-            raise ModelError("missing normalisation statistics", path=loaded.path / "stats.json")
-        recipe_frames = int(meta.get("context_frames", 3))  # latent frames of context in training
-        return cls(
-            model=loaded.module,
-            tokenizer=tok.module,
-            task=str(meta["task"]).removeprefix("mujoco:"),
-            cameras=list(meta["cameras"]),
-            action_stats=ActionStats(
-                np.asarray(stats["action_mean"], np.float32),
-                np.asarray(stats["action_std"], np.float32),
-            ),
-            state_mean=np.asarray(stats["state_mean"], np.float32),
-            state_std=np.asarray(stats["state_std"], np.float32),
-            name=loaded.path.name,
-            context_frames=recipe_frames,
-            image_size=tuple(meta["image_size"]),
-        )
-
-
-@torch.no_grad()
-def decoder_window(
-    tokenizer: torch.nn.Module, size: tuple[int, int], longest: int = 12
-) -> int | None:
-    """The fewest trailing latent frames that decode the newest frame exactly as the whole
-    history does (the causal decoder's receptive field), measured once; None = whole history.
-
-    Decoding only that window keeps an env step's cost flat instead of growing with the
-    episode.
-    """
-    g = torch.Generator().manual_seed(0)
-    h, w = size[0] // 8, size[1] // 8
-    z = torch.randn(1, longest, tokenizer.cfg.bottleneck_channels, h, w, generator=g)
-    full = tokenizer.decode(z)[:, -4:]
-    for window in range(2, longest):
-        if torch.allclose(tokenizer.decode(z[:, -window:])[:, -4:], full, atol=1e-5):
-            return window
-    return None
 
 
 class WorldModelVectorEnv(gym.vector.VectorEnv):
@@ -144,6 +108,9 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         guidance: float = GUIDANCE,
         cameras: str | list[str] | None = None,
         size: int | None = None,
+        chunk: int | None = None,
+        arm: str | None = None,
+        arm_skill: float = 1.0,
         device: str = "cpu",
         include_state: bool = True,
         render_mode: str | None = None,
@@ -156,6 +123,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                 found=family,
             )
         self.wm = LoadedWorldModel.load(model, device)
+        check_drivable(self.wm)
         # The DiT runs under bf16 autocast where this machine runs bf16 faster (probed once
         # and cached, see cosmos_sim/device.py); "fp32" / "bf16" force it.
         if precision is not None and precision not in ("fp32", "bf16"):
@@ -173,24 +141,30 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                 expected=self.wm.task,
                 found=task,
             )
-        cams = [c.strip() for c in cameras.split(",")] if isinstance(cameras, str) else cameras
-        cams = cams or self.wm.cameras[:1]
-        if len(cams) != 1 or cams[0] not in self.wm.cameras:
-            raise CameraError(
-                "this world model generates one camera at a time",
-                field="cameras",
-                expected=f"one of {self.wm.cameras}",
-                found=cams,
-            )
-        self.camera = cams[0]
+        # The cameras observed, and those generated: every view of a multi-view model.
+        self.cameras = observed_cameras(self.wm, cameras)
+        self.camera = self.cameras[0]
+        multiview = self.wm.variant == "multiview"
+        self.generated = list(self.wm.cameras) if multiview else self.cameras
         height, width = self.wm.image_size
         if size is not None and size != height:
             raise ModelError(
                 "the model generates another image size", field="size", expected=height, found=size
             )
+        self.chunk = self.wm.model.chunk
+        if chunk is not None and chunk != self.chunk:
+            raise ModelError(
+                "the model generates another chunk", field="chunk", expected=self.chunk, found=chunk
+            )
+        if arm is not None and self.wm.variant != "camera":
+            raise ConfigError(
+                "arm= is for camera-control world models (driven as CameraNav-v0)",
+                field="arm",
+                found=arm,
+            )
         self.sim = MujocoSim(
             self.wm.task,
-            cameras=[self.camera],
+            cameras=self.generated,
             height=height,
             width=width,
             depth=False,
@@ -200,57 +174,89 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.sampler_steps, self.include_state = sampler_steps, include_state
         self.sigma_start = sigma_start  # None: sample from pure noise at the model's σ_max
         self.guidance = guidance  # classifier-free guidance on the action chunk (1 = none)
-        self.chunk = self.wm.model.chunk
         self.max_steps = self.sim.task.episode_length // self.chunk
         self.metadata = {**self.metadata, "render_fps": self.sim.fps}
         space = self.sim.action_space
         self.single_action_space = chunk_action_space(space.low, space.high, self.chunk)
+        self.camera_nav: CameraNavControl | None = None
+        if self.wm.variant == "camera":
+            try:
+                self.camera_nav = CameraNavControl(
+                    self.sim, self.chunk, num_envs, arm or "expert", arm_skill
+                )
+            except Exception:
+                self.sim.close()  # refused: release the renderer before raising
+                raise
+            self.single_action_space = self.camera_nav.action_space
+            k = torch.as_tensor(self.sim.intrinsics(self.camera_nav.camera), dtype=torch.float64)
+            self.rollout = WindowRollout(self.wm.model, self.wm.context_frames, k, (height, width))
+        else:
+            self.rollout = CachedRollout(self.wm.model, self.wm.context_frames, len(self.generated))
         state_dim = len(self.sim.state_names) if include_state else None
         self.single_observation_space = observation_space(
-            [self.camera], self.sim.height, self.sim.width, state_dim
+            self.cameras, self.sim.height, self.sim.width, state_dim
         )
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
         self.observation_space = gym.vector.utils.batch_space(
             self.single_observation_space, num_envs
         )
-        self._latents: torch.Tensor | None = None  # (B, T, C, h, w) every latent frame so far
+        self._latents: torch.Tensor | None = None  # (B, T, V, C, h, w) the decoder's window
         self._state: torch.Tensor | None = None  # (B, S) normalised proprio state (if modelled)
-        self._cache = None
+        self._state_now = np.zeros((num_envs, len(self.sim.state_names)), np.float32)
         self._t = np.zeros(num_envs, np.int64)
         self._done = np.zeros(num_envs, bool)
         self._last: dict[str, np.ndarray] = {}
         self._generator = torch.Generator().manual_seed(0)
         self._window = decoder_window(self.wm.tokenizer, (self.sim.height, self.sim.width))
 
-    # -- helpers ---------------------------------------------------------------------------
-    def _encode_first(self, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Real first frames (B, H, W, 3) and states (B, S) from the simulator."""
-        frames, states = [], []
-        for s in seeds:
-            f = self.sim.reset(seed=int(s))
-            frames.append(f.cameras[self.camera].rgb)
-            states.append(f.state)
-        return np.stack(frames), np.stack(states).astype(np.float32)
-
-    def _to_latent(self, frames: np.ndarray) -> torch.Tensor:
-        video = (
-            torch.from_numpy(frames).permute(0, 3, 1, 2)[:, None].float() / 127.5 - 1
-        )  # (B, 1, 3, H, W)
-        return self.wm.tokenizer.encode(video.to(self.device))  # (B, 1, C, h, w)
-
-    def _decode_last(self) -> np.ndarray:
-        """The `chunk` video frames of the newest latent frame, (B, c, H, W, 3) uint8."""
-        latents = self._latents if self._window is None else self._latents[:, -self._window :]
-        video = self.wm.tokenizer.decode(latents)[:, -self.chunk :]  # (B, c, 3, H, W)
-        return (
-            ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).cpu().numpy()
+    @property
+    def _sampler(self) -> Sampler:
+        return Sampler(
+            self.sampler_steps, self.sigma_start, self.guidance, self._generator, self._precision
         )
 
+    # -- helpers ---------------------------------------------------------------------------
+    def _first_frames(self, seeds: list[int]) -> tuple[np.ndarray, np.ndarray, list]:
+        """Real first frames (B, V, H, W, 3), states (B, S) and orbit poses (camera
+        variant, else None) from the simulator."""
+        frames, states, orbits = [], [], []
+        for s in seeds:
+            f = self.sim.reset(seed=int(s))
+            frames.append(np.stack([f.cameras[c].rgb for c in self.generated]))
+            states.append(f.state)
+            orbits.append(getattr(self.sim.kind, "orbit", None))  # exact, float64
+        return np.stack(frames), np.stack(states).astype(np.float32), orbits
+
+    def _to_latent(self, frames: np.ndarray) -> torch.Tensor:
+        """(B, V, H, W, 3) uint8 → (B, V, C, h, w): each view's first frame encoded alone."""
+        b, v = frames.shape[:2]
+        video = torch.from_numpy(frames.reshape(b * v, *frames.shape[2:]))
+        video = video.permute(0, 3, 1, 2)[:, None].float() / 127.5 - 1  # (B·V, 1, 3, H, W)
+        z = self.wm.tokenizer.encode(video.to(self.device))  # (B·V, 1, C, h, w)
+        return z.reshape(b, v, *z.shape[2:])
+
+    def _decode_last(self) -> np.ndarray:
+        """The `chunk` video frames of the newest latent frame, (B, V, c, H, W, 3) uint8."""
+        b, t, v = self._latents.shape[:3]
+        per_view = self._latents.transpose(1, 2).reshape(b * v, t, *self._latents.shape[3:])
+        video = self.wm.tokenizer.decode(per_view)[:, -self.chunk :]  # (B·V, c, 3, H, W)
+        video = ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2)
+        return video.reshape(b, v, *video.shape[1:]).cpu().numpy()
+
     def _observation(self, frames: np.ndarray, states: np.ndarray) -> dict[str, np.ndarray]:
-        obs = {self.camera: frames}
+        """(B, V, H, W, 3) frames of the generated views → the observed cameras (+ state)."""
+        obs = {c: frames[:, self.generated.index(c)] for c in self.cameras}
         if self.include_state:
             obs["state"] = states.astype(np.float32)
         return obs
+
+    def _next_action(self, next_action: torch.Tensor | None) -> dict[str, np.ndarray]:
+        """The model's next chunk in action units, in the env's layout (camera: the camera
+        part only when the arm is the expert's)."""
+        if next_action is None:
+            return {}
+        action = self.wm.action_stats.denormalize(next_action.cpu().numpy())
+        return {"next_action": action[..., : self.single_action_space.shape[-1]]}
 
     # -- the Gymnasium API -----------------------------------------------------------------
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
@@ -262,26 +268,28 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         else:
             seeds = [int(s) for s in seed]
         self._generator.manual_seed(int(seeds[0]))
-        frames, states = self._encode_first(seeds)
+        frames, states, orbits = self._first_frames(seeds)
+        poses = None
+        if self.camera_nav is not None:
+            self.camera_nav.reset(orbits, seeds)
+            poses = self.camera_nav.poses()
         with torch.no_grad():
-            self._latents = self._to_latent(frames)
+            first = self._to_latent(frames)  # (B, V, C, h, w)
+            self._latents = first[:, None]
             self._state = None
             if self.wm.model.has_state:  # the model steps the proprio state with each chunk
                 norm = (states - self.wm.state_mean) / self.wm.state_std
                 self._state = torch.from_numpy(norm.astype(np.float32)).to(self.device)
-            with self._precision.autocast():
-                self._cache, next_action = self.wm.model.prefill(
-                    self._latents, states=None if self._state is None else self._state[:, None]
-                )
-            next_action = None if next_action is None else next_action.float()
+            next_action = self.rollout.start(first, self._state, self._sampler, poses)
         self._t[:] = 0
         self._done[:] = False
         self._seeds = seeds
+        self._state_now = states
         self._last = self._observation(frames, states)
         info = {"success_probability": np.zeros(self.num_envs, np.float32)}
-        if next_action is not None:
-            info["next_action"] = self.wm.action_stats.denormalize(next_action.cpu().numpy())
-        return self._last, info
+        if self.camera_nav is not None:
+            info["goal_distance"] = self.camera_nav.goal_distance(states)
+        return self._last, info | self._next_action(next_action)
 
     def step(self, actions):
         if self._latents is None:
@@ -296,66 +304,55 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             zeros = np.zeros(self.num_envs, np.float32)
             flags = np.zeros(self.num_envs, bool)
             return self._last, zeros, flags, flags.copy(), {}
-        chunk = torch.from_numpy(self.wm.action_stats.normalize(actions)).float().to(self.device)
-        time = int(self._t[0]) + 1
-        shape = tuple(self._latents.shape[2:])
-        model = self.wm.model
+        wm, nav, model = self.wm, self.camera_nav, self.wm.model
+        # camera: the commanded cameras move, the arm's part joins (policy's or expert's)
+        model_actions = actions if nav is None else nav.step(actions, self._state_now)
+        chunk = torch.from_numpy(wm.action_stats.normalize(model_actions)).float().to(self.device)
         with torch.no_grad():  # the state is integrated over the episode: always fp32
             new_state = None if self._state is None else model.step_state(self._state, chunk)
-        with torch.no_grad(), self._precision.autocast():
-            z = model.next_frame(
-                self._cache,
-                chunk,
-                time,
-                shape,
-                steps=self.sampler_steps,
-                generator=self._generator,
-                previous=self._latents[:, -1:],
-                sigma_start=self.sigma_start,
-                guidance=self.guidance,
-                state=new_state,
-            )
-            new_states = None if new_state is None else new_state[:, None]
-            next_action = model.append(self._cache, z, time, new_states)  # (B, c, A) normalised
-        z, next_action = z.float(), None if next_action is None else next_action.float()
+            if new_state is not None and nav is not None:
+                new_state = nav.exact_model_state(new_state, wm.state_mean, wm.state_std)
+        poses = None if nav is None else nav.poses()
+        z, next_action = self.rollout.step(chunk, new_state, self._sampler, poses)  # (B, V, …)
         with torch.no_grad():
-            # Keep as much context as the model was trained with (RoPE sees only differences).
-            self._cache.keep_last(self.wm.context_frames)
             # Only the decoder's receptive field is needed from here on.
-            self._latents = torch.cat([self._latents, z], 1)[:, -(self._window or 0) :]
-            if new_state is None:  # success, reward and state read off the generated frame
-                state_n, prob, reward = (x[:, 0] for x in model.read(z))
+            self._latents = torch.cat([self._latents, z[:, None]], 1)[:, -(self._window or 0) :]
+            if new_state is None:  # success, reward and state read off the generated views
+                state_n, prob, reward = (x.mean(1) for x in model.read(z))
             else:  # … or off the predicted proprio state
                 state_n, (prob, reward) = new_state, model.read_state(new_state)
                 self._state = new_state
-            frames = self._decode_last()
+            frames = self._decode_last()  # (B, V, c, H, W, 3)
         self._t += 1
         prob = prob.cpu().numpy()
-        state = state_n.cpu().numpy() * self.wm.state_std + self.wm.state_mean
+        state = state_n.cpu().numpy() * wm.state_std + wm.state_mean
+        if nav is not None:
+            state = nav.exact_state(state)  # the commanded orbit, exact (not via normalising)
+        self._state_now = state.astype(np.float32)
         success = prob > 0.5
         terminated = success & (self.sim.task.success.when == "any")
         truncated = (self._t >= self.max_steps) & ~terminated
         self._done = terminated | truncated
-        self._last = self._observation(frames[:, -1], state)
+        self._last = self._observation(frames[:, :, -1], self._state_now)
         info: dict[str, Any] = {
-            "frames": {self.camera: frames},
+            "frames": {c: frames[:, self.generated.index(c)] for c in self.cameras},
             "success_probability": prob.astype(np.float32),
             "is_success": success,
         }
-        if next_action is not None:
-            info["next_action"] = self.wm.action_stats.denormalize(next_action.cpu().numpy())
+        if nav is not None:
+            info["goal_distance"] = nav.goal_distance(self._state_now)
         return (
             self._last,
             reward.cpu().numpy().astype(np.float64),
             terminated,
             truncated,
-            info,
+            info | self._next_action(next_action),
         )
 
     def render(self):
         if self.render_mode != "rgb_array" or not self._last:
             return None
-        return self._last[self.camera]
+        return np.concatenate([self._last[c] for c in self.cameras], axis=2)
 
     def close_extras(self, **kwargs) -> None:
         self.sim.close()
@@ -387,7 +384,7 @@ class WorldModelEnv(gym.Env):
         episode_seed = seed if seed is not None else int(self.np_random.integers(2**31))
         obs, info = self.vec.reset(seed=[episode_seed])
         self._needs_reset = False
-        return _first(obs), {"success_probability": float(info["success_probability"][0])}
+        return _first(obs), _first_info(info)
 
     def step(self, action):
         if self._needs_reset:
@@ -396,14 +393,13 @@ class WorldModelEnv(gym.Env):
             np.asarray(action, np.float32)[None]
         )
         self._needs_reset = bool(terminated[0] or truncated[0])
-        one = {
-            "frames": {k: v[0] for k, v in info["frames"].items()},
-            "success_probability": float(info["success_probability"][0]),
-            "is_success": bool(info["is_success"][0]),
-        }
-        if "next_action" in info:
-            one["next_action"] = info["next_action"][0]
-        return _first(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]), one
+        return (
+            _first(obs),
+            float(reward[0]),
+            bool(terminated[0]),
+            bool(truncated[0]),
+            _first_info(info),
+        )
 
     def render(self):
         frame = self.vec.render()
@@ -415,3 +411,16 @@ class WorldModelEnv(gym.Env):
 
 def _first(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v[0] for k, v in obs.items()}
+
+
+def _first_info(info: dict[str, Any]) -> dict[str, Any]:
+    """Sub-env 0's info: per-env numbers as Python scalars, arrays and frames as they are."""
+    out: dict[str, Any] = {}
+    for key, value in info.items():
+        if key == "frames":
+            out[key] = _first(value)
+        elif np.ndim(value) == 1:
+            out[key] = np.asarray(value)[0].item()  # float / bool
+        else:
+            out[key] = value[0]
+    return out

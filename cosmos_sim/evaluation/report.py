@@ -59,8 +59,20 @@ def scatter_plot(run: EvaluationRun, path: Path, reference: str, candidate: str)
     y = [p.candidate.success_rate for p in run.policies]
     ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--", zorder=0)
     ax.scatter(x, y, zorder=2)
+    placed: list[tuple[float, float]] = []
     for p, xi, yi in zip(run.policies, x, y, strict=True):
-        ax.annotate(p.name, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        # Policies often land on the same spot (every expert at 1.0): stack their labels.
+        near = sum(abs(xi - px) < 0.12 and abs(yi - py) < 0.06 for px, py in placed)
+        placed.append((xi, yi))
+        left = xi > 0.8  # keep labels at the right edge inside the axes
+        ax.annotate(
+            p.name,
+            (xi, yi),
+            textcoords="offset points",
+            xytext=(-4 if left else 4, 4 - 9 * near),
+            ha="right" if left else "left",
+            fontsize=7,
+        )
     a = run.agreement
     ax.set(
         xlim=(-0.05, 1.05),

@@ -4,12 +4,10 @@ camera) and a 2-camera push store, recorded and tokenized here → batches → 2
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
-from factories import synthetic_frame, tiny_spec
+from factories import TINY_DIT, synthetic_frame, tiny_spec, variant_stores
 
 from cosmos_sim.bridge.record import MujocoSource, record
 from cosmos_sim.conditioning.rays import plucker_rays
@@ -18,9 +16,7 @@ from cosmos_sim.data.store import EpisodeStore
 from cosmos_sim.errors import ConfigError, StoreError
 from cosmos_sim.models import zoo
 from cosmos_sim.models.dit import PRESETS, hash_instruction
-from cosmos_sim.models.tokenizer import TokenizerConfig, VideoTokenizer
 from cosmos_sim.models.world_model import ActionWorldModel
-from cosmos_sim.training.tokenizer_task import tokenize_store
 from cosmos_sim.training.world_model_task import (
     CHUNK,
     LatentClipLoader,
@@ -33,7 +29,6 @@ from cosmos_sim.training.world_model_task import (
 )
 from cosmos_sim.training.world_model_variants import clip_rays
 
-TINY_DIT = {"dim": 32, "depth": 1, "heads": 2}
 SIZE = 32
 LATENT = (16, SIZE // 8, SIZE // 8)
 NAV_ACTIONS = ["cam_yaw", "cam_pitch", "cam_dolly", "ee_vx", "ee_vy"]
@@ -43,29 +38,7 @@ NAV_ACTIONS = ["cam_yaw", "cam_pitch", "cam_dolly", "ee_vx", "ee_vy"]
 def data(tmp_path_factory):
     """A 2-episode cameranav store (orbit camera) and a 2-episode push store (front + side),
     32×32, tokenized by one tiny untrained tokenizer."""
-    root = tmp_path_factory.mktemp("variants")
-    torch.manual_seed(0)
-    tok = VideoTokenizer(
-        TokenizerConfig(width=16, width_low=16, enc_blocks=(1, 1), dec_blocks=(1, 1))
-    )
-    tok_dir = zoo.save_model(
-        root / "tok", "tokenizer", tok.cfg.to_dict(), tok.state_dict(), dtype="fp32"
-    )
-    paths = {}
-    for name, task, cameras in (
-        ("nav", "cameranav", ["orbit"]),
-        ("push", "push", ["front", "side"]),
-    ):
-        source = MujocoSource(
-            task, skill=1.0, cameras=cameras, size=SIZE, depth=False, segmentation=False
-        )
-        record(source, root / f"{name}.zarr", episodes=2, seed=0)
-        source.close()
-        tokenize_store(root / f"{name}.zarr", tok_dir)
-        paths[name] = root / f"{name}.zarr"
-    return SimpleNamespace(
-        tok=tok_dir, hash=zoo.load_model(tok_dir).weights_hash, root=root, **paths
-    )
+    return variant_stores(tmp_path_factory.mktemp("variants"), SIZE)
 
 
 def _sequences(data, store_path, cameras, **kwargs):

@@ -1,0 +1,202 @@
+"""A world-model directory loaded for inference, and what WorldModel-v0 can drive of it.
+
+config.toml's top-level fields (``export_world_model``) say how to condition the model;
+models exported before the variants have none and are action models::
+
+    variant         action | camera | multiview | instruction     (default action)
+    cameras         its cameras; a multi-view model's view order
+    views           V, the views generated jointly each step     (default 1)
+    rays            takes Plücker rays (camera control)           (default false)
+    ray_reference   the rays' reference camera: "first-context-frame"
+    instruction     reads the episode's instruction              (default false)
+    action_names    the store's action names (camera ones first on cameranav)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cosmos_sim.bridge.camera_motion import CAMERA_ACTION_NAMES
+from cosmos_sim.conditioning.actions import ActionStats
+from cosmos_sim.errors import CameraError, ModelError
+from cosmos_sim.models import zoo
+
+DRIVABLE = ("action", "camera", "multiview")  # the variants WorldModel-v0 drives
+RAY_REFERENCE = "first-context-frame"  # the only reference the camera rollout builds
+
+
+@dataclass
+class LoadedWorldModel:
+    """A world model, its tokenizer and the statistics it was trained with."""
+
+    model: torch.nn.Module
+    tokenizer: torch.nn.Module
+    task: str
+    cameras: list[str]
+    action_stats: ActionStats
+    state_mean: np.ndarray
+    state_std: np.ndarray
+    name: str
+    context_frames: int
+    image_size: tuple[int, int]
+    path: Path | None = None
+    variant: str = "action"
+    views: int = 1
+    rays: bool = False
+    ray_reference: str | None = None
+    instruction: bool = False
+    action_names: list[str] | None = None
+
+    @classmethod
+    def load(cls, model: str, device: str = "cpu") -> LoadedWorldModel:
+        loaded = zoo.load_model(model, device)
+        if loaded.kind != "world-model-diffusion":
+            raise ModelError(
+                "not a diffusion world model", path=loaded.path, field="kind", found=loaded.kind
+            )
+        meta = loaded.config
+        try:
+            tok = zoo.load_model(meta["tokenizer"], device)
+        except ModelError:
+            tok = zoo.load_model(meta.get("tokenizer_path", meta["tokenizer"]), device)
+        if tok.weights_hash != meta["tokenizer_hash"]:
+            raise ModelError(
+                "the world model was trained with a different tokenizer",
+                path=loaded.path,
+                field="tokenizer_hash",
+                expected=meta["tokenizer_hash"],
+                found=f"{tok.weights_hash} ({tok.path})",
+            )
+        stats = loaded.stats or {}
+        if "action_mean" not in stats or "state_mean" not in stats:
+            raise ModelError("missing normalisation statistics", path=loaded.path / "stats.json")
+        recipe_frames = int(meta.get("context_frames", 3))  # latent frames of context in training
+        cameras = list(meta["cameras"])
+        variant = str(meta.get("variant", "action"))
+        views = meta.get("views", 1)
+        if views != (len(cameras) if variant == "multiview" else 1):
+            raise ModelError(
+                "views does not match the cameras",
+                path=loaded.path / "config.toml",
+                field="views",
+                expected=len(cameras) if variant == "multiview" else 1,
+                found=views,
+            )
+        return cls(
+            model=loaded.module,
+            tokenizer=tok.module,
+            task=str(meta["task"]).removeprefix("mujoco:"),
+            cameras=cameras,
+            action_stats=ActionStats(
+                np.asarray(stats["action_mean"], np.float32),
+                np.asarray(stats["action_std"], np.float32),
+            ),
+            state_mean=np.asarray(stats["state_mean"], np.float32),
+            state_std=np.asarray(stats["state_std"], np.float32),
+            name=loaded.path.name,
+            context_frames=recipe_frames,
+            image_size=tuple(meta["image_size"]),
+            path=loaded.path,
+            variant=variant,
+            views=int(views),
+            rays=bool(meta.get("rays", False)),
+            ray_reference=meta.get("ray_reference"),
+            instruction=bool(meta.get("instruction", False)),
+            action_names=meta.get("action_names"),
+        )
+
+
+def check_drivable(wm: LoadedWorldModel) -> None:
+    """A clear error for a model WorldModel-v0 cannot drive (as what it was trained for)."""
+    config = None if wm.path is None else wm.path / "config.toml"
+    if wm.variant == "instruction" or wm.instruction:
+        raise ModelError(
+            "instruction world models are not drivable in WorldModel-v0 yet",
+            path=config,
+            field="variant",
+            found=wm.variant,
+        )
+    if wm.variant not in DRIVABLE:
+        raise ModelError(
+            "WorldModel-v0 cannot drive this world-model variant",
+            path=config,
+            field="variant",
+            expected=list(DRIVABLE),
+            found=wm.variant,
+        )
+    if wm.variant != "camera" and wm.rays:
+        raise ModelError(
+            "the model takes camera rays but is not a camera-control model",
+            path=config,
+            field="rays",
+            expected=False,
+            found=True,
+        )
+    if wm.variant == "camera":
+        if not wm.rays or wm.ray_reference != RAY_REFERENCE:
+            raise ModelError(
+                "a camera-control model takes rays relative to its first context frame",
+                path=config,
+                field="ray_reference",
+                expected=RAY_REFERENCE,
+                found=wm.ray_reference,
+            )
+        names = list(wm.action_names or [])
+        if names[: len(CAMERA_ACTION_NAMES)] != list(CAMERA_ACTION_NAMES):
+            raise ModelError(
+                "a camera-control model is driven as CameraNav-v0: its actions start with the "
+                "camera's",
+                path=config,
+                field="action_names",
+                expected=f"{list(CAMERA_ACTION_NAMES)} + the arm's",
+                found=names,
+            )
+
+
+def observed_cameras(wm: LoadedWorldModel, cameras: str | list[str] | None) -> list[str]:
+    """The cameras the env observes: one of the model's, or (multiview) a subset of its views."""
+    cams = [c.strip() for c in cameras.split(",")] if isinstance(cameras, str) else cameras
+    if wm.variant == "multiview":
+        cams = list(cams or wm.cameras)
+        unknown = [c for c in cams if c not in wm.cameras]
+        if unknown or not cams or len(set(cams)) != len(cams):
+            raise CameraError(
+                "the model does not generate these cameras",
+                field="cameras",
+                expected=f"distinct views of {wm.cameras}",
+                found=cams,
+            )
+        return cams
+    cams = list(cams or wm.cameras[:1])
+    if len(cams) != 1 or cams[0] not in wm.cameras:
+        raise CameraError(
+            "this world model generates one camera at a time",
+            field="cameras",
+            expected=f"one of {wm.cameras}",
+            found=cams,
+        )
+    return cams
+
+
+@torch.no_grad()
+def decoder_window(
+    tokenizer: torch.nn.Module, size: tuple[int, int], longest: int = 12
+) -> int | None:
+    """The fewest trailing latent frames that decode the newest frame exactly as the whole
+    history does (the causal decoder's receptive field), measured once; None = whole history.
+
+    Decoding only that window keeps an env step's cost flat instead of growing with the
+    episode.
+    """
+    g = torch.Generator().manual_seed(0)
+    h, w = size[0] // 8, size[1] // 8
+    z = torch.randn(1, longest, tokenizer.cfg.bottleneck_channels, h, w, generator=g)
+    full = tokenizer.decode(z)[:, -4:]
+    for window in range(2, longest):
+        if torch.allclose(tokenizer.decode(z[:, -window:])[:, -4:], full, atol=1e-5):
+            return window
+    return None

@@ -1,0 +1,171 @@
+"""How WorldModel-v0 advances a world model's latent frames: one rollout per conditioning.
+
+=================  =================================================================
+variant            rollout
+=================  =================================================================
+action, multiview  :class:`CachedRollout`: the context's keys/values are computed once
+                   and each generated time step is appended; the cache keeps the last
+                   ``context_frames`` *time steps*. A multi-view model's V views are
+                   folded time-major (one time step = V frames) and generated jointly.
+camera             :class:`WindowRollout`: each frame's Plücker rays are relative to the
+                   first frame of its context window (the model's ``ray_reference``),
+                   and that frame moves with the window — so the window is prefilled
+                   anew at every step, its rays recomputed in the new reference.
+=================  =================================================================
+
+Both share one signature::
+
+    start(latents, states, sampler, poses)   → next-action chunk
+    step(chunk, state, sampler, poses)       → new latents, next-action chunk
+
+``latents`` (B, V, C, h, w): one time step of every view; ``states`` / ``state`` (B, S):
+the normalised proprio state of that time step (None for models without one); ``chunk``
+(B, c, A): the normalised action chunk leading into the new time step; ``poses`` (B, 4, 4)
+float64: the camera's ``world_from_camera`` at that time step (camera variant, else None).
+The next-action chunk is (B, c, A) normalised, or None when the model has no such head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from cosmos_sim.conditioning.rays import clip_plucker_rays, scale_intrinsics
+from cosmos_sim.device import Precision
+
+
+@dataclass
+class Sampler:
+    """How each latent frame is drawn (the env's sampler settings)."""
+
+    steps: int | None  # None: the model's own
+    sigma_start: float | None  # SDEdit start from the previous frame; None: pure noise
+    guidance: float  # classifier-free guidance on the action chunk (1 = none)
+    generator: torch.Generator
+    precision: Precision  # the DiT's autocast
+
+
+def _float(x: Tensor | None) -> Tensor | None:
+    return None if x is None else x.float()
+
+
+class CachedRollout:
+    """Action and multi-view models: a KV cache of the context, appended to every step."""
+
+    def __init__(self, model: torch.nn.Module, context_frames: int, views: int = 1) -> None:
+        self.model, self.context_frames, self.views = model, context_frames, views
+        self._cache = None
+        self._last: Tensor | None = None  # (B, V, C, h, w) the newest time step
+        self._time = 0
+
+    def _per_view(self, state: Tensor | None) -> Tensor | None:
+        """(B, S) → (B, V, S): every view of a time step carries its state."""
+        return None if state is None else state[:, None].expand(-1, self.views, -1)
+
+    @torch.no_grad()
+    def start(self, latents: Tensor, states: Tensor | None, sampler: Sampler, poses=None):
+        assert poses is None, "only camera-control models take poses"
+        with sampler.precision.autocast():
+            self._cache, next_action = self.model.prefill(
+                latents, states=self._per_view(states), views=self.views
+            )
+        self._last, self._time = latents, 0
+        return _float(next_action)
+
+    @torch.no_grad()
+    def step(self, chunk: Tensor, state: Tensor | None, sampler: Sampler, poses=None):
+        assert poses is None, "only camera-control models take poses"
+        time = self._time + 1
+        with sampler.precision.autocast():
+            z = self.model.next_frame(
+                self._cache,
+                chunk,
+                time,
+                tuple(self._last.shape[2:]),
+                steps=sampler.steps,
+                generator=sampler.generator,
+                previous=self._last,
+                sigma_start=sampler.sigma_start,
+                guidance=sampler.guidance,
+                state=state,
+                views=self.views,
+            )  # (B, V, C, h, w)
+            next_action = self.model.append(
+                self._cache, z, time, self._per_view(state), views=self.views
+            )
+        # Keep as much context as the model was trained with (RoPE sees only differences);
+        # the cache counts time steps, so a multi-view model keeps all V views of each.
+        self._cache.keep_last(self.context_frames)
+        self._last, self._time = z.float(), time
+        return self._last, _float(next_action)
+
+
+class WindowRollout:
+    """Camera-control models: the context window re-prefilled every step with its rays
+    relative to the window's first frame, as in training (``ray_reference``)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        context_frames: int,
+        intrinsics: Tensor,
+        image_size: tuple[int, int],
+    ) -> None:
+        self.model, self.context_frames = model, context_frames
+        # (3, 3) float64 K of the (H, W) images: the camera's fovy never changes
+        self.intrinsics, self.image_size = intrinsics, image_size
+        self._latents: Tensor | None = None  # (B, T, C, h, w) the window, T <= context_frames
+        self._states: Tensor | None = None  # (B, T, S) its normalised states (or None)
+        self._poses: Tensor | None = None  # (B, T, 4, 4) float64 its cameras
+        self._first_time = 0  # time step of the window's first frame
+        self._cache = None
+
+    def _rays(self, poses: Tensor) -> Tensor:
+        """(B, T, 4, 4) poses → (B, T, 6, h, w) rays relative to each row's first pose."""
+        t, (h, w) = poses.shape[1], self._latents.shape[-2:]
+        k = scale_intrinsics(self.intrinsics, self.image_size, h, w).expand(t, 3, 3)  # latent grid
+        return torch.stack([clip_plucker_rays(k, p, h, w) for p in poses]).to(self._latents)
+
+    def _prefill(self, precision: Precision) -> Tensor | None:
+        rays = self._rays(self._poses)  # float64 maths, outside autocast (as in training)
+        with precision.autocast():
+            self._cache, next_action = self.model.prefill(
+                self._latents, first_time=self._first_time, states=self._states, rays=rays
+            )
+        return _float(next_action)
+
+    @torch.no_grad()
+    def start(self, latents: Tensor, states: Tensor | None, sampler: Sampler, poses: Tensor):
+        self._latents, self._poses, self._first_time = latents, poses[:, None], 0
+        self._states = None if states is None else states[:, None]
+        return self._prefill(sampler.precision)
+
+    @torch.no_grad()
+    def step(self, chunk: Tensor, state: Tensor | None, sampler: Sampler, poses: Tensor):
+        time = self._first_time + self._latents.shape[1]
+        window_poses = torch.cat([self._poses, poses[:, None]], 1)  # (B, T + 1, 4, 4)
+        rays = self._rays(window_poses)[:, -1]  # the new frame's, in the window's reference
+        with sampler.precision.autocast():
+            z = self.model.next_frame(
+                self._cache,
+                chunk,
+                time,
+                tuple(self._latents.shape[2:]),
+                steps=sampler.steps,
+                generator=sampler.generator,
+                previous=self._latents[:, -1:],
+                sigma_start=sampler.sigma_start,
+                guidance=sampler.guidance,
+                state=state,
+                rays=rays,
+            ).float()  # (B, 1, C, h, w)
+        # Slide the window: the next step's reference is its (possibly new) first frame.
+        keep = self.context_frames
+        self._latents = torch.cat([self._latents, z], 1)[:, -keep:]
+        self._poses = window_poses[:, -keep:]
+        if state is not None:
+            self._states = torch.cat([self._states, state[:, None]], 1)[:, -keep:]
+        self._first_time = time + 1 - self._latents.shape[1]
+        return z, self._prefill(sampler.precision)
