@@ -1,9 +1,12 @@
-"""Env speed: the simulator env, the world-model env one at a time, and the world-model
-vector env with 8 and 32 sub-envs, in the same run; frames/s and the share of the
-measured matmul peak the batched forward reaches.
+"""Env speed on push: the simulator env (one camera, and the three cameras front/top/side),
+the world-model env one at a time, and the world-model vector env with 8 and 32 sub-envs,
+in the same run; frames/s (env frames: one per control step, whatever the camera count)
+and the share of the measured matmul peak the batched forward reaches.
 
-Target: the WM vector env at least as fast (frames/s) as the simulator it imitates,
-in the simulator's fastest rendering setting (RGB only, no shadows).
+Target: the WM vector env at least as fast (frames/s) as the simulator it imitates with
+three cameras, in the simulator's fastest rendering setting (RGB only, no shadows). The
+action model generates one camera; the multi-view model (all three jointly) is timed
+beside it when shipped.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cosmos_sim  # noqa: F401
 from benchmarks.common import print_table, write_result
-from cosmos_sim.device import measure_cpu
+from cosmos_sim.device import measure_cpu, precision
 from cosmos_sim.models.zoo import shipped_models
 
-MODEL = "wm-diffusion-reach"
-TASK = "Reach"
+MODEL = "wm-diffusion-push"
+MULTIVIEW = "wm-diffusion-push-multiview"
+TASK = "Push"
 STEPS = 10
 
 
@@ -41,19 +45,26 @@ def main() -> dict:
     sim = gym.make(f"cosmos_sim/{TASK}-v0", cameras="front", size=64)
     sim_sps = time_env(sim, 1)
     chunk = sim.action_space.shape[0]
+    result["simulator_1_camera"] = {"steps_per_s": sim_sps, "frames_per_s": sim_sps * chunk}
+    rows.append(["simulator, front (rgb, no shadows)", 1, sim_sps, sim_sps * chunk, "-"])
+    sim3 = gym.make(f"cosmos_sim/{TASK}-v0", cameras="front,top,side", size=64)
+    sim_sps = time_env(sim3, 1)
     result["simulator"] = {"steps_per_s": sim_sps, "frames_per_s": sim_sps * chunk}
-    rows.append(["simulator (rgb, no shadows)", 1, sim_sps, sim_sps * chunk, "-"])
+    rows.append(["simulator, front+top+side", 1, sim_sps, sim_sps * chunk, "-"])
     if MODEL not in shipped_models():
         result["world_model"] = "not shipped yet"
     else:
-        peak = measure_cpu(None)[0]  # the WM env runs in fp32: its matmul peak, measured now
-        result["fp32_matmul_peak_flops"] = peak
+        prec = precision("cpu")  # what the WM env runs its DiT in (bf16 where it is faster)
+        peak = measure_cpu(prec.autocast_dtype)[0]  # that precision's matmul peak, measured now
+        result["precision"], result["matmul_peak_flops"] = prec.name, peak
         single = gym.make("cosmos_sim/WorldModel-v0", model=MODEL)
         sps = time_env(single, 1)
         result["wm_single"] = {"steps_per_s": sps, "frames_per_s": sps * chunk}
         rows.append(["world model, single", 1, sps, sps * chunk, "-"])
-        for n in (8, 32):
-            vec = gym.make_vec("cosmos_sim/WorldModel-v0", num_envs=n, model=MODEL)
+        for model, n in ((MODEL, 8), (MODEL, 32), (MULTIVIEW, 32)):
+            if model not in shipped_models():
+                continue
+            vec = gym.make_vec("cosmos_sim/WorldModel-v0", num_envs=n, model=model)
             sps = time_env(vec, n, steps=4)
             vec.reset(seed=0)
             with FlopCounterMode(display=False) as counter:
@@ -62,12 +73,10 @@ def main() -> dict:
             t0 = time.perf_counter()
             vec.step(np.zeros(vec.action_space.shape, np.float32))
             share = flops / (time.perf_counter() - t0) / peak
-            result[f"wm_vector_{n}"] = {
-                "steps_per_s": sps,
-                "frames_per_s": sps * chunk,
-                "peak_share": share,
-            }
-            rows.append(["world model, vector", n, sps, sps * chunk, f"{share:.1%}"])
+            key = f"wm_vector_{n}" + ("_multiview" if model == MULTIVIEW else "")
+            result[key] = {"steps_per_s": sps, "frames_per_s": sps * chunk, "peak_share": share}
+            label = "multi-view world model (3 cameras)" if model == MULTIVIEW else "world model"
+            rows.append([f"{label}, vector", n, sps, sps * chunk, f"{share:.1%}"])
         result["wm_vector_32_vs_simulator"] = (
             result["wm_vector_32"]["frames_per_s"] / result["simulator"]["frames_per_s"]
         )
