@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import resource
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +39,7 @@ from cosmos_sim.errors import ConfigError, ModelError
 from cosmos_sim.models import lora, zoo
 from cosmos_sim.models.tokenizer import VideoTokenizer
 from cosmos_sim.models.world_model import ActionWorldModel
+from cosmos_sim.training.world_model_task import ClipWindows
 
 MIN_VIDEOS = 5
 ENCODE_FRAMES = 65  # longest piece of a video encoded at once (1 + 4·16 frames)
@@ -158,54 +159,25 @@ class BaseModel:
         return int(self.world_model.config.get("context_frames", 3)) + 1
 
 
-class VideoClipLoader:
+class VideoClipLoader(ClipWindows):
     """Seeded, resumable batches of latent clips without actions (the Trainer's StatefulData).
 
     As world_model_task's LatentClipLoader: each batch draws its context length n from
     1 … ``frames`` − 1 and predicts the one frame after it, what the env does every step.
     """
 
+    source = "videos"
+
     def __init__(self, latents: list[np.ndarray], frames: int, batch_size: int, seed: int = 0):
-        self.latents, self.frames, self.batch_size, self.seed = latents, frames, batch_size, seed
-        self.windows = np.array(
-            [(i, s) for i, lat in enumerate(latents) for s in range(len(lat) - frames + 1)],
-            np.int64,
-        ).reshape(-1, 2)
-        if len(self.windows) < batch_size:
-            raise ConfigError(
-                f"only {len(self.windows)} clips of {frames} latent frames in the videos",
-                field="batch_size",
-                found=batch_size,
-            )
-        self.consumed = 0
-
-    def state_dict(self) -> dict:
-        return {"consumed": self.consumed, "seed": self.seed, "clips": len(self.windows)}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("clips") != len(self.windows):
-            raise ConfigError(
-                "the videos changed since the checkpoint",
-                field="clips",
-                expected=state.get("clips"),
-                found=len(self.windows),
-            )
-        self.consumed = int(state["consumed"])
+        super().__init__([len(x) for x in latents], frames, batch_size, seed)
+        self.latents = latents
 
     def batch(self, k: int) -> dict:
-        epoch, j = divmod(k, len(self.windows) // self.batch_size)
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.windows))
-        rows = self.windows[order[j * self.batch_size : (j + 1) * self.batch_size]]
-        n_ctx = int(np.random.default_rng([self.seed, k, 1]).integers(1, self.frames))
+        rows = self.rows(k)
+        n_ctx = self.random_context(k)
         first = self.frames - (n_ctx + 1)  # the window's last n + 1 frames
         clips = [self.latents[i][s + first : s + self.frames] for i, s in rows]
         return {"latents": torch.from_numpy(np.stack(clips)), "n_context": n_ctx}  # (B, T, C, h, w)
-
-    def __iter__(self) -> Iterator[dict]:
-        while True:
-            batch = self.batch(self.consumed)
-            self.consumed += 1
-            yield batch
 
 
 class VideoOnlyWorldModel(ActionWorldModel):

@@ -203,8 +203,61 @@ def fold_cameras(seqs: Sequences, cameras: Sequence[str]) -> Sequences:
     return out
 
 
-class LatentClipLoader:
-    """Seeded, resumable batches of latent clips (the Trainer's StatefulData)."""
+class ClipWindows:
+    """Seeded, resumable windows of ``frames`` latent frames over sequences of the given
+    lengths, ``batch_size`` per batch (the core of the Trainer's StatefulData loaders).
+    Subclasses turn the rows of :meth:`rows` into a batch in ``batch(k)``."""
+
+    source = "data"  # what changed when a checkpoint's window count no longer matches
+
+    def __init__(self, lengths: Sequence[int], frames: int, batch_size: int, seed: int = 0):
+        self.frames, self.batch_size, self.seed = frames, batch_size, seed
+        self.windows = np.array(
+            [(i, s) for i, n in enumerate(lengths) for s in range(n - frames + 1)], np.int64
+        ).reshape(-1, 2)
+        if len(self.windows) < batch_size:
+            raise ConfigError(
+                f"only {len(self.windows)} clips of {frames} latent frames in the {self.source}",
+                field="batch_size",
+                found=batch_size,
+            )
+        self.consumed = 0
+
+    def state_dict(self) -> dict:
+        return {"consumed": self.consumed, "seed": self.seed, "clips": len(self.windows)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("clips") != len(self.windows):
+            raise ConfigError(
+                f"the {self.source} changed since the checkpoint",
+                field="clips",
+                expected=state.get("clips"),
+                found=len(self.windows),
+            )
+        self.consumed = int(state["consumed"])
+
+    def rows(self, k: int) -> np.ndarray:
+        """(batch_size, 2) (sequence, start) of batch ``k``: a fresh permutation per epoch."""
+        epoch, j = divmod(k, len(self.windows) // self.batch_size)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.windows))
+        return self.windows[order[j * self.batch_size : (j + 1) * self.batch_size]]
+
+    def random_context(self, k: int) -> int:
+        """Batch ``k``'s context length, 1 … ``frames`` − 1 (then the one frame after it)."""
+        return int(np.random.default_rng([self.seed, k, 1]).integers(1, self.frames))
+
+    def batch(self, k: int) -> dict:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[dict]:
+        while True:
+            batch = self.batch(self.consumed)
+            self.consumed += 1
+            yield batch
+
+
+class LatentClipLoader(ClipWindows):
+    """Seeded, resumable batches of latent clips with actions, states and labels."""
 
     def __init__(
         self,
@@ -218,38 +271,11 @@ class LatentClipLoader:
             raise ConfigError(
                 "need 1 <= n_context < frames", field="n_context", found=(n_context, frames)
             )
-        self.seqs, self.frames, self.batch_size = seqs, frames, batch_size
-        self.n_context, self.seed = n_context, seed
-        self.windows = np.array(
-            [(i, s) for i, lat in enumerate(seqs.latents) for s in range(len(lat) - frames + 1)],
-            np.int64,
-        )
-        if len(self.windows) < batch_size:
-            raise ConfigError(
-                f"only {len(self.windows)} clips of {frames} latent frames",
-                field="batch_size",
-                found=batch_size,
-            )
-        self.consumed = 0
-
-    def state_dict(self) -> dict:
-        return {"consumed": self.consumed, "seed": self.seed, "clips": len(self.windows)}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("clips") != len(self.windows):
-            raise ConfigError(
-                "the data changed since the checkpoint",
-                field="clips",
-                expected=state.get("clips"),
-                found=len(self.windows),
-            )
-        self.consumed = int(state["consumed"])
+        super().__init__([len(x) for x in seqs.latents], frames, batch_size, seed)
+        self.seqs, self.n_context = seqs, n_context
 
     def batch(self, k: int) -> dict:
-        per_epoch = len(self.windows) // self.batch_size
-        epoch, j = divmod(k, per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.windows))
-        rows = self.windows[order[j * self.batch_size : (j + 1) * self.batch_size]]
+        rows = self.rows(k)
         s = self.seqs
         t = self.frames
 
@@ -258,7 +284,7 @@ class LatentClipLoader:
 
         n_ctx = self.n_context
         if n_ctx is None:  # random context length, then the one frame after it
-            n_ctx = int(np.random.default_rng([self.seed, k, 1]).integers(1, self.frames))
+            n_ctx = self.random_context(k)
             t = n_ctx + 1
             rows = np.stack([rows[:, 0], rows[:, 1] + self.frames - t], 1)  # same clip ends
         chunks = take(s.chunks)
@@ -284,12 +310,6 @@ class LatentClipLoader:
         if s.views:
             batch = variants.fold_clip_batch(batch)
         return batch
-
-    def __iter__(self) -> Iterator[dict]:
-        while True:
-            batch = self.batch(self.consumed)
-            self.consumed += 1
-            yield batch
 
 
 @dataclass(frozen=True)
