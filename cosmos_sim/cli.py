@@ -424,6 +424,30 @@ def train_world_model_cmd(
         console.print(f"exported {export_world_model(out, export)}")
 
 
+@train_app.command("state-heads")
+def train_state_heads_cmd(
+    model: Annotated[Path, typer.Option(help="An exported world model with proprio state.")],
+    data: Annotated[
+        list[Path],
+        typer.Option("--data", help="Episode store(s) of its task, tokenized with its tokenizer."),
+    ],
+    steps: Annotated[int, typer.Option(min=1)] = 5000,
+    unroll: Annotated[int, typer.Option(min=1, help="Chunks per training rollout.")] = 4,
+) -> None:
+    """Stage 2: refit a world model's state dynamics and readout heads on every transition
+    of the stores (minutes; the DiT is untouched). Saved back into the model directory."""
+    from cosmos_sim.training.state_heads import refine_exported
+
+    r = refine_exported(model, data, steps=steps, unroll=unroll)
+    before, after = r.get("held_out_unroll_error_before"), r.get("held_out_unroll_error_after")
+    if before is not None:
+        console.print(
+            f"held-out state error after {unroll} chunks (normalised, mean over dims): "
+            f"{sum(before) / len(before):.3f} → {sum(after) / len(after):.3f}"
+        )
+    console.print(f"refit {r['windows']} windows × {steps} steps → {model}")
+
+
 @app.command()
 def finetune(
     model: Annotated[str, typer.Option(help="World-model directory or shipped name to adapt.")],

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from factories import tiny_world_model as make_tiny_world_model
 
 from cosmos_sim.bridge.record import MujocoSource, record
 from cosmos_sim.data.store import EpisodeStore
@@ -134,18 +135,7 @@ def test_train_export_and_load(tokenized, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_world_model(tokenized, tmp_path_factory):
     store_path, tok_dir = tokenized
-    root = tmp_path_factory.mktemp("wm-model")
-    train_world_model(
-        [store_path],
-        tok_dir,
-        root / "run",
-        steps=2,
-        batch_size=2,
-        progress=False,
-        checkpoint_every=2,
-        dit_overrides=TINY_DIT,
-    )
-    return export_world_model(root / "run", root / "wm-tiny")
+    return make_tiny_world_model(store_path, tok_dir, tmp_path_factory.mktemp("wm-model"))
 
 
 def test_world_model_env_contract(tiny_world_model):
@@ -327,3 +317,19 @@ def test_decoder_window_reproduces_full_history_decoding(tokenized):
         torch.testing.assert_close(
             tok.decode(z[:, -window:])[:, -4:], tok.decode(z)[:, -4:], atol=1e-5, rtol=0
         )
+
+
+def test_state_heads_refit_changes_only_the_state_heads(tokenized, tmp_path):
+    """Stage 2 (`cosmos-sim train state-heads`): the dynamics and readout heads are refit on
+    every window of the store and saved back; every other weight is unchanged."""
+    from cosmos_sim.training.state_heads import refine_exported
+
+    store_path, tok_dir = tokenized
+    model_dir = make_tiny_world_model(store_path, tok_dir, tmp_path)
+    before = zoo.load_model(model_dir).module.state_dict()
+    result = refine_exported(model_dir, [store_path], steps=20, unroll=2)
+    assert result["windows"] > 0 and result["steps"] == 20
+    after = zoo.load_model(model_dir)
+    assert after.config["state_heads"]["unroll"] == 2
+    changed = {k for k, v in after.module.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(("dynamics.", "readout.")) for k in changed)

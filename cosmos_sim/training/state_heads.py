@@ -1,0 +1,183 @@
+"""Stage 2 of world-model training: the proprio-state heads alone, on every transition.
+
+The DiT's training clips are a few latent frames each, so in stage 1 the state dynamics
+head sees one- to three-chunk unrolls of 16 clips per step. It is a small MLP: here it
+trains on *every* window of the training episodes, unrolled over ``unroll`` chunks from
+the window's first recorded state (with a little input noise), which is what keeps its
+closed-loop error small over a whole episode in the env; the readout (success, reward)
+trains on every recorded state. Minutes on a CPU; the DiT is untouched.
+
+    cosmos-sim train state-heads --model models/M --data STORE [--data MORE]
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cosmos_sim.errors import ConfigError, StoreError
+from cosmos_sim.models import zoo
+
+
+def _episodes(seqs) -> list[int]:
+    """One sequence per (store, episode): camera sequences of an episode repeat its states."""
+    seen, keep = set(), []
+    for i, (store, episode, _) in enumerate(seqs.key):
+        if (store, episode) not in seen:
+            seen.add((store, episode))
+            keep.append(i)
+    return keep
+
+
+def _windows(seqs, keep: list[int], length: int):
+    """(N, length, S) states, (N, length, c, A) chunks of every window of every episode."""
+    states, chunks = [], []
+    for i in keep:
+        s, c = seqs.state[i], seqs.chunks[i]
+        for start in range(max(0, len(s) - length + 1)):
+            states.append(s[start : start + length])
+            chunks.append(c[start : start + length])
+    if not states:
+        raise ConfigError("episodes shorter than one unroll window", field="unroll", found=length)
+    return torch.from_numpy(np.stack(states)), torch.from_numpy(np.stack(chunks))
+
+
+def unroll_error(model, states: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+    """(T−1, S) mean absolute error (normalised units) of the dynamics head unrolled from
+    each window's first state with the recorded chunks (chunk j leads into frame j)."""
+    with torch.no_grad():
+        s, errs = states[:, 0], []
+        for j in range(1, states.shape[1]):
+            s = model.dynamics(s, chunks[:, j])
+            errs.append((s - states[:, j]).abs().mean(0))
+    return torch.stack(errs)
+
+
+def fit_state_heads(
+    model,
+    train,
+    held_out=None,
+    *,
+    steps: int = 5000,
+    unroll: int = 4,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    noise: float = 0.02,
+    seed: int = 0,
+) -> dict:
+    """Train ``model.dynamics`` and ``model.readout`` (an ActionWorldModel with proprio state)
+    on the ``train`` Sequences; returns the held-out unroll error before and after."""
+    if not model.has_state:
+        raise ConfigError("the model has no proprio-state heads", field="dynamics_hidden")
+    states, chunks = _windows(train, _episodes(train), unroll + 1)
+    keep = _episodes(train)
+    all_states = torch.from_numpy(np.concatenate([train.state[i] for i in keep]))
+    reached = torch.from_numpy(np.concatenate([train.reached[i] for i in keep]))
+    reward = torch.from_numpy(np.concatenate([train.reward[i] for i in keep]))
+    test = None
+    if held_out is not None:
+        test = _windows(held_out, _episodes(held_out), unroll + 1)
+    before = None if test is None else unroll_error(model, *test)
+    params = [*model.dynamics.parameters(), *model.readout.parameters()]
+    for p in params:  # a model loaded for inference has its gradients switched off
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.enable_grad():
+        _fit(
+            model,
+            opt,
+            states,
+            chunks,
+            all_states,
+            reached,
+            reward,
+            steps,
+            unroll,
+            batch_size,
+            lr,
+            noise,
+            g,
+        )
+    model.eval()
+    out = {"steps": steps, "unroll": unroll, "windows": len(states)}
+    if test is not None:
+        after = unroll_error(model, *test)
+        out["held_out_unroll_error_before"] = before[-1].tolist()
+        out["held_out_unroll_error_after"] = after[-1].tolist()
+    return out
+
+
+def _fit(
+    model, opt, states, chunks, all_states, reached, reward, steps, unroll, batch_size, lr, noise, g
+):
+    for step in range(steps):
+        for group in opt.param_groups:  # cosine to 10 %
+            group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        i = torch.randint(len(states), (batch_size,), generator=g)
+        st, ch = states[i], chunks[i]
+        s = st[:, 0] + noise * torch.randn(st[:, 0].shape, generator=g)
+        loss_dyn = 0.0
+        for j in range(1, unroll + 1):
+            s = model.dynamics(s, ch[:, j])
+            loss_dyn = loss_dyn + F.mse_loss(s, st[:, j]) / unroll
+        k = torch.randint(len(all_states), (batch_size,), generator=g)
+        logit, rew = model.readout(all_states[k])
+        loss_read = F.binary_cross_entropy_with_logits(logit, reached[k]) + F.mse_loss(
+            rew, reward[k]
+        )
+        opt.zero_grad(set_to_none=True)
+        (loss_dyn + loss_read).backward()
+        opt.step()
+
+
+def refine_exported(model_dir: Path, data: list[Path], steps: int = 5000, unroll: int = 4) -> dict:
+    """Stage 2 on an exported world model: fit its state heads on the stores it was trained
+    on (train split; the held-out split is scored), and save it back in place."""
+    from cosmos_sim.conditioning.actions import ActionStats
+    from cosmos_sim.data.store import EpisodeStore
+    from cosmos_sim.training.world_model_task import StateStats, load_sequences
+
+    loaded = zoo.load_model(model_dir)
+    meta, stats = loaded.config, loaded.stats or {}
+    a_stats = ActionStats(
+        np.asarray(stats["action_mean"], np.float32),
+        np.asarray(stats["action_std"], np.float32),
+        stats.get("count", 0),
+    )
+    s_stats = StateStats(
+        np.asarray(stats["state_mean"], np.float32), np.asarray(stats["state_std"], np.float32)
+    )
+    stores = [EpisodeStore.open(p) for p in data]
+    cams = list(meta["cameras"])[:1]  # states are per episode: one camera is enough
+    h = meta["tokenizer_hash"]
+    train = load_sequences(stores, h, cams, a_stats, s_stats, "train")
+    try:
+        held = load_sequences(stores, h, cams, a_stats, s_stats, "held-out")
+    except StoreError:  # too few episodes for a held-out split: nothing to score
+        held = None
+    result = fit_state_heads(loaded.module, train, held, steps=steps, unroll=unroll)
+    extra = {
+        k: v for k, v in meta.items() if k not in ("kind", "format_version", "dtype", "config")
+    }
+    extra["state_heads"] = {
+        "steps": steps,
+        "unroll": unroll,
+        "stores": [Path(p).name for p in data],
+    }
+    card = Path(loaded.path, "card.md")
+    zoo.save_model(
+        loaded.path,
+        loaded.kind,
+        meta["config"],
+        loaded.module.state_dict(),
+        stats=stats,
+        card=card.read_text() if card.exists() else None,
+        extra=extra,
+    )
+    return result
