@@ -537,6 +537,9 @@ def export_world_model(
         "image_size": data["image_size"],
         **variants.export_fields(data, cfg.wm.dit),
     }
+    old_card = Path(model_dir) / "card.md"
+    if card is None and old_card.exists():  # re-exporting keeps the model's card
+        card = old_card.read_text()
     return zoo.save_model(
         model_dir,
         "world-model-diffusion",

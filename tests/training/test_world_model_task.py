@@ -110,6 +110,9 @@ def test_train_export_and_load(tokenized, tmp_path):
     )
     assert summary["step"] == 3 if "step" in summary else True
     model_dir = export_world_model(run, tmp_path / "wm")
+    (model_dir / "card.md").write_text("# wm\nwhat it is")
+    assert export_world_model(run, model_dir) == model_dir  # re-export keeps the card
+    assert (model_dir / "card.md").read_text() == "# wm\nwhat it is"
     loaded = zoo.load_model(model_dir)
     assert loaded.kind == "world-model-diffusion"
     assert loaded.config["tokenizer_hash"] == zoo.load_model(tok_dir).weights_hash
