@@ -24,7 +24,9 @@ import torch
 
 from benchmarks.common import print_table, write_result
 from cosmos_sim.data.store import EpisodeStore
+from cosmos_sim.device import Precision
 from cosmos_sim.envs.world_model_env import GUIDANCE, SIGMA_START, LoadedWorldModel
+from cosmos_sim.envs.world_model_rollouts import CachedRollout, Sampler
 from cosmos_sim.models.tokenizer import ssim
 from cosmos_sim.models.zoo import shipped_models
 from cosmos_sim.training.world_model_task import CHUNK, HELD_OUT_EVERY
@@ -48,6 +50,14 @@ def ssim_u8(a: np.ndarray, b: np.ndarray) -> float:
     return float(ssim(ta, tb))
 
 
+def fp32_sampler(
+    seed: int, sigma_start: float | None = SIGMA_START, guidance: float = GUIDANCE
+) -> Sampler:
+    """The env's sampler settings, seeded, in plain fp32 (figures comparable across CPUs)."""
+    fp32 = Precision(torch.device("cpu"), None, 0.0, "fp32")
+    return Sampler(None, sigma_start, guidance, torch.Generator().manual_seed(seed), fp32)
+
+
 @torch.no_grad()
 def rollout(
     wm: LoadedWorldModel,
@@ -67,28 +77,16 @@ def rollout(
     state = None
     if model.has_state:
         state = torch.from_numpy((first_state - wm.state_mean) / wm.state_std).float()
-    cache, _ = model.prefill(latents, states=None if state is None else state[:, None])
-    gen = torch.Generator().manual_seed(seed)
-    shape = tuple(latents.shape[2:])
+    sampler = fp32_sampler(seed, sigma_start, guidance)
+    roll = CachedRollout(model, wm.context_frames)  # what WorldModel-v0 steps with
+    roll.start(latents, state, sampler)
     for k in range(chunks.shape[1]):
         a = torch.from_numpy(wm.action_stats.normalize(chunks[:, k])).float()
         if drop_actions:
             a = torch.zeros_like(a)
         if state is not None:
             state = model.step_state(state, a)
-        z = model.next_frame(
-            cache,
-            a,
-            k + 1,
-            shape,
-            generator=gen,
-            previous=latents[:, -1:],
-            sigma_start=sigma_start,
-            guidance=guidance,
-            state=state,
-        )
-        model.append(cache, z, k + 1, None if state is None else state[:, None])
-        cache.keep_last(wm.context_frames)
+        z, _ = roll.step(a, state, sampler)
         latents = torch.cat([latents, z], 1)
     out = tok.decode(latents)
     video = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).numpy()

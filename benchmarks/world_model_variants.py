@@ -13,9 +13,9 @@
   the simulator's frame of one camera reprojected into another and compared with the
   model's frame of that camera at the same instant.
 
-The camera model's rays are relative to the first frame of its context window, so the
-context is re-encoded every step (the reference moves with the window); the multi-view
-model keeps its KV cache.
+Both roll out with WorldModel-v0's own rollouts (cosmos_sim/envs/world_model_rollouts.py),
+in fp32: the camera model's rays are relative to the first frame of its context window,
+so the window is re-encoded every step; the multi-view model keeps its KV cache.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from benchmarks.common import print_table, write_result
-from benchmarks.world_model import psnr
-from cosmos_sim.conditioning.rays import clip_plucker_rays, scale_intrinsics
+from benchmarks.world_model import fp32_sampler, psnr
 from cosmos_sim.data.episode import CameraSeries
 from cosmos_sim.data.store import EpisodeStore
 from cosmos_sim.envs.world_model_env import LoadedWorldModel
+from cosmos_sim.envs.world_model_rollouts import CachedRollout, WindowRollout
 from cosmos_sim.evaluation.consistency import camera_consistency, cross_view_consistency
 from cosmos_sim.models import zoo
 from cosmos_sim.training.world_model_task import CHUNK, HELD_OUT_EVERY
@@ -89,51 +89,21 @@ def camera_task(model: str, store_path: Path) -> dict:
     )
     states = np.stack([r["state"] for r in rec])  # (B, T, S)
     lat = _encode(wm, real[:, 0])
-    h, w = lat.shape[-2:]
     last = np.arange(k_max + 1) * CHUNK  # last video frame of each latent frame
-    k_lat = torch.stack(
-        [
-            scale_intrinsics(
-                torch.as_tensor(x["intrinsics"][cam][last], dtype=torch.float64),
-                real.shape[2:4],
-                h,
-                w,
-            )
-            for x in windows
-        ]
-    )
     poses = torch.stack(
         [torch.as_tensor(x["world_from_camera"][cam][last], dtype=torch.float64) for x in windows]
     )
     state = _norm_state(wm, states[:, 0])
-    states_n = [state]
-    gen = torch.Generator().manual_seed(0)
+    k_image = torch.as_tensor(windows[0]["intrinsics"][cam][0], dtype=torch.float64)
+    roll = WindowRollout(m, wm.context_frames, k_image, real.shape[2:4])  # as WorldModel-v0
+    sampler = fp32_sampler(0)
+    roll.start(lat, state, sampler, poses[:, 0])
     t0 = time.perf_counter()
     for k in range(1, k_max + 1):
-        w0 = max(0, k - wm.context_frames)
-        rays = torch.stack(
-            [
-                clip_plucker_rays(k_lat[i, w0 : k + 1], poses[i, w0 : k + 1], h, w)
-                for i in range(len(held))
-            ]
-        ).float()  # (B, k + 1 − w0, 6, h, w) relative to the window's first frame
-        cache, _ = m.prefill(
-            lat[:, w0:], first_time=w0, states=torch.stack(states_n[w0:], 1), rays=rays[:, :-1]
-        )
         a = torch.from_numpy(wm.action_stats.normalize(chunks[:, k - 1])).float()
         state = m.step_state(state, a)
-        z = m.next_frame(
-            cache,
-            a,
-            k,
-            tuple(lat.shape[2:]),
-            generator=gen,
-            previous=lat[:, -1:],
-            state=state,
-            rays=rays[:, -1],
-        )
+        z, _ = roll.step(a, state, sampler, poses[:, k])
         lat = torch.cat([lat, z], 1)
-        states_n.append(state)
     seconds = time.perf_counter() - t0
     video = _to_uint8(wm.tokenizer.decode(lat))
     copy = np.repeat(real[:, :1], frames, axis=1)
@@ -218,19 +188,15 @@ def multiview_task(model: str, store_path: Path) -> dict:
     first = _encode(wm, real[:, 0].reshape(b * v, *real.shape[-3:]))  # (B·V, 1, C, h, w)
     lat = first.reshape(b, v, *first.shape[2:])  # one time step, views folded in order
     state = _norm_state(wm, np.stack([r["state"][0] for r in rec]))
-    cache, _ = m.prefill(lat, states=state[:, None].expand(b, v, -1), views=v)
-    gen = torch.Generator().manual_seed(0)
+    roll = CachedRollout(m, wm.context_frames, views=v)  # as WorldModel-v0
+    sampler = fp32_sampler(0)
+    roll.start(lat, state, sampler)
     out = [lat]
     t0 = time.perf_counter()
     for k in range(1, k_max + 1):
         a = torch.from_numpy(wm.action_stats.normalize(chunks[:, k - 1])).float()
         state = m.step_state(state, a)
-        z = m.next_frame(
-            cache, a, k, tuple(lat.shape[2:]), generator=gen, previous=out[-1], state=state, views=v
-        )  # (B, V, C, h, w)
-        m.append(cache, z, k, states=state[:, None].expand(b, v, -1), views=v)
-        cache.keep_last(wm.context_frames)
-        out.append(z)
+        out.append(roll.step(a, state, sampler)[0])  # (B, V, C, h, w)
     seconds = time.perf_counter() - t0
     per_view = torch.stack(out, 1)  # (B, K + 1, V, C, h, w)
     videos = np.stack([_to_uint8(wm.tokenizer.decode(per_view[:, :, i])) for i in range(v)], 2)
