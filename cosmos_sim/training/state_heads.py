@@ -73,8 +73,8 @@ def fit_state_heads(
     on the ``train`` Sequences; returns the held-out unroll error before and after."""
     if not model.has_state:
         raise ConfigError("the model has no proprio-state heads", field="dynamics_hidden")
-    states, chunks = _windows(train, _episodes(train), unroll + 1)
     keep = _episodes(train)
+    states, chunks = _windows(train, keep, unroll + 1)
     all_states = torch.from_numpy(np.concatenate([train.state[i] for i in keep]))
     reached = torch.from_numpy(np.concatenate([train.reached[i] for i in keep]))
     reward = torch.from_numpy(np.concatenate([train.reward[i] for i in keep]))
