@@ -401,6 +401,13 @@ def train_world_model_cmd(
     ] = None,
     no_resume: Annotated[bool, typer.Option("--no-resume", help="Refuse an existing run.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="2 steps, batch 2.")] = False,
+    action_blind: Annotated[
+        bool,
+        typer.Option(
+            "--action-blind",
+            help="Baseline: the DiT never sees actions or proprio state (benchmarks compare).",
+        ),
+    ] = False,
 ) -> None:
     """Train a diffusion world model on a store's cached latents (resumable)."""
     from cosmos_sim.training.world_model_task import export_world_model, train_world_model
@@ -416,6 +423,7 @@ def train_world_model_cmd(
         steps=2 if dry_run else steps,
         batch_size=2 if dry_run else None,
         resume=not no_resume,
+        action_blind=action_blind,
     )
     console.print(
         f"step {summary['step']}  loss {summary['loss']:.4f}  {summary['samples_per_s']:.1f} samples/s → {out}"

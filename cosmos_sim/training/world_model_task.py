@@ -366,17 +366,22 @@ def build_model(
     sigma_data: float = 0.5,
     *,
     folded_views: bool = False,
+    action_blind: bool = False,
     **dit_overrides,
 ):
     """The world model of ``preset`` with the given controls (``dit_overrides``); trained on
     folded views, as :class:`~cosmos_sim.training.world_model_variants.FoldedViewsWorldModel`
-    (same parameters, its state dynamics stepping once per time step)."""
+    (same parameters, its state dynamics stepping once per time step).
+
+    ``action_blind``: the baseline the benchmarks compare against — the DiT never sees the
+    actions (every clip's are dropped) nor the proprio state (which the actions drive); the
+    state heads still train, so it loads and runs like any other model."""
     from cosmos_sim.models.diffusion import EDMConfig, WorldModelConfig
     from cosmos_sim.models.dit import preset as dit_preset
     from cosmos_sim.models.world_model import ActionWorldModel, ActionWorldModelConfig, ProbeConfig
 
     c, h, w = latent_shape
-    dit_overrides = {"state_dim": state_dim} | dit_overrides
+    dit_overrides = {"state_dim": 0 if action_blind else state_dim} | dit_overrides
     cfg = ActionWorldModelConfig(
         wm=WorldModelConfig(
             dit=dit_preset(
@@ -392,6 +397,7 @@ def build_model(
             edm=EDMConfig(sigma_data=sigma_data),
             self_forcing=0.0,
             residual=True,
+            p_drop_action=1.0 if action_blind else 0.1,
         ),
         probe=ProbeConfig(channels=c, height=h, width=w, state_dim=state_dim),
         dynamics_hidden=256,
@@ -414,6 +420,7 @@ def train_world_model(
     checkpoint_every: int = 100,
     seed: int = 0,
     dit_overrides: dict | None = None,
+    action_blind: bool = False,
 ) -> dict:
     """Train a diffusion world model on cached latents (resumable): action-conditioned, plus
     camera rays, folded views or the instruction for the other ``variant``s."""
@@ -455,6 +462,7 @@ def train_world_model(
         latent_shape,
         sigma_data,
         folded_views=variant == "multiview",
+        action_blind=action_blind,
         **controls,
     )
     steps = steps or recipe.steps
