@@ -437,7 +437,10 @@ def train_state_heads_cmd(
     model: Annotated[Path, typer.Option(help="An exported world model with proprio state.")],
     data: Annotated[
         list[Path],
-        typer.Option("--data", help="Episode store(s) of its task, tokenized with its tokenizer."),
+        typer.Option(
+            "--data",
+            help="Episode store(s) of its task (states and actions are read; no latents needed).",
+        ),
     ],
     steps: Annotated[int, typer.Option(min=1)] = 5000,
     unroll: Annotated[int, typer.Option(min=1, help="Chunks per training rollout.")] = 4,

@@ -141,7 +141,7 @@ def refine_exported(model_dir: Path, data: list[Path], steps: int = 5000, unroll
     on (train split; the held-out split is scored), and save it back in place."""
     from cosmos_sim.conditioning.actions import ActionStats
     from cosmos_sim.data.store import EpisodeStore
-    from cosmos_sim.training.world_model_task import StateStats, load_sequences
+    from cosmos_sim.training.world_model_task import StateStats, load_state_sequences
 
     loaded = zoo.load_model(model_dir)
     meta, stats = loaded.config, loaded.stats or {}
@@ -154,11 +154,16 @@ def refine_exported(model_dir: Path, data: list[Path], steps: int = 5000, unroll
         np.asarray(stats["state_mean"], np.float32), np.asarray(stats["state_std"], np.float32)
     )
     stores = [EpisodeStore.open(p) for p in data]
-    cams = list(meta["cameras"])[:1]  # states are per episode: one camera is enough
-    h = meta["tokenizer_hash"]
-    train = load_sequences(stores, h, cams, a_stats, s_stats, "train")
+    for store in stores:
+        if store.spec.source != meta["task"]:
+            raise ConfigError(
+                f"a store of task {store.spec.source!r} for a {meta['task']!r} model",
+                path=store.path,
+                field="source",
+            )
+    train = load_state_sequences(stores, a_stats, s_stats, "train")
     try:
-        held = load_sequences(stores, h, cams, a_stats, s_stats, "held-out")
+        held = load_state_sequences(stores, a_stats, s_stats, "held-out")
     except StoreError:  # too few episodes for a held-out split: nothing to score
         held = None
     result = fit_state_heads(loaded.module, train, held, steps=steps, unroll=unroll)

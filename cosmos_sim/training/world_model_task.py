@@ -145,15 +145,8 @@ def load_sequences(
                 n_frames = int(covered[e])
                 n = 1 + (n_frames - 1) // CHUNK
                 w = store.read_window(e, 0, n_frames, cameras=[camera], fields=fields)
-                last = np.arange(n) * CHUNK  # last video frame of each latent frame
-                reward_in = np.concatenate([[0.0], w["reward"]])[last]  # reward[t-1] leads into t
+                last = _append_controls(seqs, w, action_stats, state_stats)
                 seqs.latents.append(np.asarray(lat[e, :n], np.float32))
-                seqs.chunks.append(
-                    chunk_actions(action_stats.normalize(w["action"]), CHUNK).astype(np.float32)
-                )
-                seqs.reached.append((reward_in > 0.5).astype(np.float32))
-                seqs.reward.append(reward_in.astype(np.float32))
-                seqs.state.append(state_stats.normalize(w["state"][last]))
                 seqs.key.append((si, e, camera))
                 if geometry:
                     k, pose = variants.latent_geometry(
@@ -169,6 +162,55 @@ def load_sequences(
                         variants.instruction_ids(instructions[e], text_vocab)
                     )
     if not seqs.latents:
+        raise StoreError("no episodes in this split", field=split)
+    return seqs
+
+
+def _append_controls(
+    seqs: Sequences, window: dict, action_stats: ActionStats, state_stats: StateStats
+) -> np.ndarray:
+    """Append one episode window's action chunks, labels and state (one row per latent
+    frame) to ``seqs``; returns the index of each latent frame's last video frame."""
+    n = 1 + (len(window["state"]) - 1) // CHUNK
+    last = np.arange(n) * CHUNK  # last video frame of each latent frame
+    reward_in = np.concatenate([[0.0], window["reward"]])[last]  # reward[t-1] leads into t
+    seqs.chunks.append(
+        chunk_actions(action_stats.normalize(window["action"]), CHUNK).astype(np.float32)
+    )
+    seqs.reached.append((reward_in > 0.5).astype(np.float32))
+    seqs.reward.append(reward_in.astype(np.float32))
+    seqs.state.append(state_stats.normalize(window["state"][last]))
+    return last
+
+
+def load_state_sequences(
+    stores: Sequence[EpisodeStore],
+    action_stats: ActionStats,
+    state_stats: StateStats,
+    split: str = "train",
+) -> Sequences:
+    """Every episode of the split as actions, labels and proprio state alone — no latents,
+    so any store of the task serves (stage 2 of training needs nothing else)."""
+    seqs = Sequences()
+    for si, store in enumerate(stores):
+        if list(store.spec.state_names) and len(state_stats.mean) != len(store.spec.state_names):
+            raise StoreError(
+                "the store's proprio state does not match the model's",
+                path=store.path,
+                field="state",
+                expected=len(state_stats.mean),
+                found=len(store.spec.state_names),
+            )
+        for e in range(len(store)):
+            if (e % HELD_OUT_EVERY == HELD_OUT_EVERY - 1) != (split == "held-out"):
+                continue
+            n_frames = 1 + (store.episode_length(e) - 1) // CHUNK * CHUNK  # whole chunks
+            if n_frames < 1 + CHUNK:
+                continue
+            w = store.read_window(e, 0, n_frames, fields=("action", "state", "reward"))
+            _append_controls(seqs, w, action_stats, state_stats)
+            seqs.key.append((si, e, ""))
+    if not seqs.state:
         raise StoreError("no episodes in this split", field=split)
     return seqs
 

@@ -18,11 +18,13 @@ from cosmos_sim.training.tokenizer_task import tokenize_store
 from cosmos_sim.training.world_model_task import (
     CHUNK,
     LatentClipLoader,
+    StateStats,
     build_model,
     dataset_stats,
     export_world_model,
     latent_cache,
     load_sequences,
+    load_state_sequences,
     train_world_model,
 )
 
@@ -320,6 +322,41 @@ def test_decoder_window_reproduces_full_history_decoding(tokenized):
         torch.testing.assert_close(
             tok.decode(z[:, -window:])[:, -4:], tok.decode(z)[:, -4:], atol=1e-5, rtol=0
         )
+
+
+def test_state_sequences_match_the_latent_sequences_controls(tokenized):
+    """Stage 2 reads actions, labels and state without latents: the same rows as the DiT's."""
+    store_path, tok_dir = tokenized
+    store = EpisodeStore.open(store_path)
+    a_stats, s_stats = dataset_stats([store])
+    full = load_sequences(
+        [store], zoo.load_model(tok_dir).weights_hash, ["front"], a_stats, s_stats
+    )
+    light = load_state_sequences([store], a_stats, s_stats)
+    assert not light.latents and [k[:2] for k in light.key] == [k[:2] for k in full.key]
+    for name in ("chunks", "reached", "reward", "state"):
+        for a, b in zip(getattr(light, name), getattr(full, name), strict=True):
+            np.testing.assert_array_equal(a, b)
+    wrong = StateStats(np.zeros(3, np.float32), np.ones(3, np.float32))
+    with pytest.raises(StoreError, match="proprio state"):
+        load_state_sequences([store], a_stats, wrong)
+
+
+def test_state_heads_refuse_a_store_of_another_task(tokenized, tmp_path):
+    from cosmos_sim.training.state_heads import refine_exported
+
+    store_path, tok_dir = tokenized
+    model_dir = make_tiny_world_model(store_path, tok_dir, tmp_path)
+    other = tmp_path / "push.zarr"
+    source = MujocoSource(
+        "push", skill=1.0, cameras=["front"], size=16, depth=False, segmentation=False
+    )
+    record(source, other, episodes=1, seed=0)
+    source.close()
+    before = (model_dir / "weights.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="push.*reach"):
+        refine_exported(model_dir, [other], steps=2, unroll=2)
+    assert (model_dir / "weights.safetensors").read_bytes() == before  # nothing written
 
 
 def test_state_heads_refit_changes_only_the_state_heads(tokenized, tmp_path):
