@@ -180,23 +180,3 @@ def observed_cameras(wm: LoadedWorldModel, cameras: str | list[str] | None) -> l
             found=cams,
         )
     return cams
-
-
-@torch.no_grad()
-def decoder_window(
-    tokenizer: torch.nn.Module, size: tuple[int, int], longest: int = 12
-) -> int | None:
-    """The fewest trailing latent frames that decode the newest frame exactly as the whole
-    history does (the causal decoder's receptive field), measured once; None = whole history.
-
-    Decoding only that window keeps an env step's cost flat instead of growing with the
-    episode.
-    """
-    g = torch.Generator().manual_seed(0)
-    h, w = size[0] // 8, size[1] // 8
-    z = torch.randn(1, longest, tokenizer.cfg.bottleneck_channels, h, w, generator=g)
-    full = tokenizer.decode(z)[:, -4:]
-    for window in range(2, longest):
-        if torch.allclose(tokenizer.decode(z[:, -window:])[:, -4:], full, atol=1e-5):
-            return window
-    return None

@@ -73,15 +73,15 @@ from cosmos_sim.device import precision as device_precision
 from cosmos_sim.envs.loaded_world_model import (
     LoadedWorldModel,
     check_drivable,
-    decoder_window,
     observed_cameras,
 )
 from cosmos_sim.envs.spaces import check_action, chunk_action_space, observation_space
 from cosmos_sim.envs.world_model_camera import CameraNavControl
 from cosmos_sim.envs.world_model_rollouts import CachedRollout, Sampler, WindowRollout
 from cosmos_sim.errors import ConfigError, ModelError
+from cosmos_sim.models.tokenizer import StreamingDecoder
 
-__all__ = ["LoadedWorldModel", "WorldModelEnv", "WorldModelVectorEnv", "decoder_window"]
+__all__ = ["LoadedWorldModel", "WorldModelEnv", "WorldModelVectorEnv"]
 
 # Each latent frame may start from the previous one noised to this σ (SDEdit); None starts
 # from pure noise at σ_max, which drifted least for wm-diffusion-reach in
@@ -200,14 +200,13 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.observation_space = gym.vector.utils.batch_space(
             self.single_observation_space, num_envs
         )
-        self._latents: torch.Tensor | None = None  # (B, T, V, C, h, w) the decoder's window
+        self._stream: StreamingDecoder | None = None  # decodes each new latent frame
         self._state: torch.Tensor | None = None  # (B, S) normalised proprio state (if modelled)
         self._state_now = np.zeros((num_envs, len(self.sim.state_names)), np.float32)
         self._t = np.zeros(num_envs, np.int64)
         self._done = np.zeros(num_envs, bool)
         self._last: dict[str, np.ndarray] = {}
         self._generator = torch.Generator().manual_seed(0)
-        self._window = decoder_window(self.wm.tokenizer, (self.sim.height, self.sim.width))
 
     @property
     def _sampler(self) -> Sampler:
@@ -235,11 +234,14 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         z = self.wm.tokenizer.encode(video.to(self.device))  # (B·V, 1, C, h, w)
         return z.reshape(b, v, *z.shape[2:])
 
-    def _decode_last(self) -> np.ndarray:
-        """The `chunk` video frames of the newest latent frame, (B, V, c, H, W, 3) uint8."""
-        b, t, v = self._latents.shape[:3]
-        per_view = self._latents.transpose(1, 2).reshape(b * v, t, *self._latents.shape[3:])
-        video = self.wm.tokenizer.decode(per_view)[:, -self.chunk :]  # (B·V, c, 3, H, W)
+    def _decode(self, z: torch.Tensor) -> np.ndarray:
+        """The video frames of the next latent time step z (B, V, C, h, w), (B, V, c, H, W, 3)
+        uint8 (one frame after reset). The stream decodes z alone, exactly as the whole
+        history would decode, so a step costs the same late in an episode as early."""
+        b, v = z.shape[:2]
+        with self._precision.autocast():  # bf16 halves the decoder's time where it is faster
+            video = self._stream.decode(z.reshape(b * v, 1, *z.shape[2:]))  # (B·V, c, 3, H, W)
+        video = video.float()
         video = ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2)
         return video.reshape(b, v, *video.shape[1:]).cpu().numpy()
 
@@ -275,7 +277,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             poses = self.camera_nav.poses()
         with torch.no_grad():
             first = self._to_latent(frames)  # (B, V, C, h, w)
-            self._latents = first[:, None]
+            self._stream = self.wm.tokenizer.stream()
+            self._decode(first)  # the decoder's causal past: the first frame
             self._state = None
             if self.wm.model.has_state:  # the model steps the proprio state with each chunk
                 norm = (states - self.wm.state_mean) / self.wm.state_std
@@ -292,7 +295,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         return self._last, info | self._next_action(next_action)
 
     def step(self, actions):
-        if self._latents is None:
+        if self._stream is None:
             raise gym.error.ResetNeeded("call reset() before step()")
         actions = check_action(actions, self.action_space)
         if self._done.any():
@@ -315,14 +318,12 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         poses = None if nav is None else nav.poses()
         z, next_action = self.rollout.step(chunk, new_state, self._sampler, poses)  # (B, V, …)
         with torch.no_grad():
-            # Only the decoder's receptive field is needed from here on.
-            self._latents = torch.cat([self._latents, z[:, None]], 1)[:, -(self._window or 0) :]
             if new_state is None:  # success, reward and state read off the generated views
                 state_n, prob, reward = (x.mean(1) for x in model.read(z))
             else:  # … or off the predicted proprio state
                 state_n, (prob, reward) = new_state, model.read_state(new_state)
                 self._state = new_state
-            frames = self._decode_last()  # (B, V, c, H, W, 3)
+            frames = self._decode(z)  # (B, V, c, H, W, 3)
         self._t += 1
         prob = prob.cpu().numpy()
         state = state_n.cpu().numpy() * wm.state_std + wm.state_mean

@@ -197,9 +197,18 @@ class CausalConv3d(nn.Conv3d):
         self.pad_t = kt - 1
         self.pad_hw = (kw // 2, kw // 2, kh // 2, kh // 2)
 
+    # While a :class:`StreamingDecoder` runs: [the last pad_t input frames of its previous
+    # call, or None before the first], so a call continues the previous one in time.
+    stream: list | None = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, N, h, w)
-        if self.pad_t:  # replicate the first latent frame into the past
-            x = torch.cat([x[:, :, :1].expand(-1, -1, self.pad_t, -1, -1), x], dim=2)
+        if self.pad_t:
+            past = None if self.stream is None else self.stream[0]
+            if past is None:  # replicate the first latent frame into the past
+                past = x[:, :, :1].expand(-1, -1, self.pad_t, -1, -1)
+            x = torch.cat([past.to(x.dtype), x], dim=2)
+            if self.stream is not None:
+                self.stream[0] = x[:, :, -self.pad_t :]
         x = F.pad(x, self.pad_hw)
         return super().forward(x)
 
@@ -415,16 +424,58 @@ class VideoTokenizer(nn.Module):
             latents = self.fsq.from_codes(latents).movedim(-1, 2)
         return self._decode(latents)
 
-    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+    def _decode(self, z: torch.Tensor, first: bool = True) -> torch.Tensor:
         x = self.decoder(
             z.transpose(1, 2).to(self.decoder.stem.weight.dtype)
         )  # (B, 192, N, h', w')
-        video = depth_to_space(x)[:, :, TIME_FACTOR - 1 :]  # drop the replicated frame-0 copies
+        video = depth_to_space(x)
+        if first:  # drop the replicated frame-0 copies
+            video = video[:, :, TIME_FACTOR - 1 :]
         return video.transpose(1, 2)  # (B, T, 3, H, W)
+
+    def stream(self) -> StreamingDecoder:
+        """A decoder that takes the latent frames a few at a time (an env's steps)."""
+        return StreamingDecoder(self)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """Reconstruct (B, T, 3, H, W) → (B, T, 3, H, W)."""
         return self._decode(self.quantize(self.encode_raw(video)))
+
+
+class StreamingDecoder:
+    """Decodes a latent video in pieces, each call continuing the previous one: every causal
+    conv keeps the last input frames it saw, so the frames come out exactly as decoding the
+    whole history at once would give them, at the cost of the new latent frames alone.
+
+        stream = tokenizer.stream()
+        video = stream.decode(context)          # (B, 1 + 4(n-1), 3, H, W)
+        video = stream.decode(next_latent)      # (B, 4, 3, H, W) for each new frame
+
+    The batch size stays fixed across calls; start a new stream for a new video.
+    """
+
+    def __init__(self, tokenizer: VideoTokenizer) -> None:
+        self.tokenizer = tokenizer
+        self._convs = [
+            m for m in tokenizer.decoder.modules() if isinstance(m, CausalConv3d) and m.pad_t
+        ]
+        self._past: list[list] = [[None] for _ in self._convs]
+        self._first = True
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """The next cv latents (B, n, C, h, w) or dv codes (B, n, h, w) → their video frames."""
+        tok = self.tokenizer
+        if tok.fsq is not None and latents.ndim == 4:
+            latents = tok.fsq.from_codes(latents).movedim(-1, 2)
+        for conv, past in zip(self._convs, self._past, strict=True):
+            conv.stream = past
+        try:
+            video = tok._decode(latents, first=self._first)
+        finally:
+            for conv in self._convs:
+                conv.stream = None
+        self._first = False
+        return video
 
 
 # -- reconstruction loss: L1 + SSIM + image gradient (no pretrained networks) -----------

@@ -69,6 +69,23 @@ def test_decoded_frames_up_to_t_ignore_later_latents(kind):
     assert torch.equal(va[:, :5], vb[:, :5]) and not torch.equal(va[:, 5:], vb[:, 5:])
 
 
+@pytest.mark.parametrize("kind", ["cv", "dv"])
+@pytest.mark.parametrize("pieces", [(1, 1, 1, 1), (2, 2), (1, 3)])
+def test_streaming_decode_equals_decoding_the_whole_history(kind, pieces):
+    """An env decodes each new latent frame alone: the frames must be the full decode's."""
+    model = tiny(kind, bypass=True)
+    with torch.no_grad():
+        z = model.encode(clip(t=13))  # 4 latent frames (dv: integer codes)
+        full = model.decode(z)
+        stream, start, parts = model.stream(), 0, []
+        for n in pieces:
+            parts.append(stream.decode(z[:, start : start + n]))
+            start += n
+    assert [p.shape[1] for p in parts] == [1 + 4 * (pieces[0] - 1)] + [4 * n for n in pieces[1:]]
+    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=0, atol=1e-5)
+    assert all(m.stream is None for m in model.decoder.modules() if hasattr(m, "pad_t"))
+
+
 def test_pca_bypass_init_is_the_linear_code_at_step_0():
     torch.manual_seed(0)
     cfg = TokenizerConfig(

@@ -310,20 +310,6 @@ def test_evaluation_runs_every_episode_of_a_policy_in_one_batch(tiny_world_model
     assert run.brier is not None and 0.0 <= run.brier <= 1.0
 
 
-def test_decoder_window_reproduces_full_history_decoding(tokenized):
-    from cosmos_sim.envs.world_model_env import decoder_window
-
-    _, tok_dir = tokenized
-    tok = zoo.load_model(tok_dir).module
-    window = decoder_window(tok, (SIZE, SIZE))
-    assert window is not None and 2 <= window < 12
-    z = torch.randn(2, 9, *LATENT)
-    with torch.no_grad():
-        torch.testing.assert_close(
-            tok.decode(z[:, -window:])[:, -4:], tok.decode(z)[:, -4:], atol=1e-5, rtol=0
-        )
-
-
 def test_state_sequences_match_the_latent_sequences_controls(tokenized):
     """Stage 2 reads actions, labels and state without latents: the same rows as the DiT's."""
     store_path, tok_dir = tokenized
