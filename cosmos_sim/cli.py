@@ -444,12 +444,16 @@ def train_state_heads_cmd(
     ],
     steps: Annotated[int, typer.Option(min=1)] = 5000,
     unroll: Annotated[int, typer.Option(min=1, help="Chunks per training rollout.")] = 4,
+    hidden: Annotated[
+        int | None,
+        typer.Option(min=1, help="Rebuild the heads this wide (fresh) instead of refining them."),
+    ] = None,
 ) -> None:
     """Stage 2: refit a world model's state dynamics and readout heads on every transition
     of the stores (minutes; the DiT is untouched). Saved back into the model directory."""
     from cosmos_sim.training.state_heads import refine_exported
 
-    r = refine_exported(model, data, steps=steps, unroll=unroll)
+    r = refine_exported(model, data, steps=steps, unroll=unroll, hidden=hidden)
     before, after = r.get("held_out_unroll_error_before"), r.get("held_out_unroll_error_after")
     if before is not None:
         console.print(

@@ -13,6 +13,7 @@ trains on every recorded state. Minutes on a CPU; the DiT is untouched.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -136,9 +137,31 @@ def _fit(
         opt.step()
 
 
-def refine_exported(model_dir: Path, data: list[Path], steps: int = 5000, unroll: int = 4) -> dict:
-    """Stage 2 on an exported world model: fit its state heads on the stores it was trained
-    on (train split; the held-out split is scored), and save it back in place."""
+def rebuild_state_heads(model, hidden: int) -> None:
+    """Replace ``model``'s dynamics and readout heads by fresh ones ``hidden`` wide."""
+    from cosmos_sim.models.heads import StateDynamics, StateReadout
+
+    if hidden < 1:
+        raise ConfigError("the state heads need a width ≥ 1", field="hidden", found=hidden)
+    d, state_dim = model.cfg.wm.dit, model.cfg.probe.state_dim
+    model.dynamics = StateDynamics(state_dim, d.action_chunk, d.action_dim, hidden)
+    model.readout = StateReadout(state_dim, hidden)
+    model.cfg = replace(model.cfg, dynamics_hidden=hidden)
+
+
+def refine_exported(
+    model_dir: Path,
+    data: list[Path],
+    steps: int = 5000,
+    unroll: int = 4,
+    hidden: int | None = None,
+) -> dict:
+    """Stage 2 on an exported world model: fit its state heads on the stores of its task
+    (train split; the held-out split is scored), and save it back in place.
+
+    ``hidden``: rebuild both heads this wide (fresh weights) instead of refining them — the
+    stores can hold far more episodes than the DiT was trained on, and wider heads use them.
+    """
     from cosmos_sim.conditioning.actions import ActionStats
     from cosmos_sim.data.store import EpisodeStore
     from cosmos_sim.training.world_model_task import StateStats, load_state_sequences
@@ -166,6 +189,10 @@ def refine_exported(model_dir: Path, data: list[Path], steps: int = 5000, unroll
         held = load_state_sequences(stores, a_stats, s_stats, "held-out")
     except StoreError:  # too few episodes for a held-out split: nothing to score
         held = None
+    config = dict(meta["config"])
+    if hidden is not None and hidden != config["dynamics_hidden"]:
+        rebuild_state_heads(loaded.module, hidden)
+        config["dynamics_hidden"] = hidden
     result = fit_state_heads(loaded.module, train, held, steps=steps, unroll=unroll)
     extra = {
         k: v for k, v in meta.items() if k not in ("kind", "format_version", "dtype", "config")
@@ -173,13 +200,14 @@ def refine_exported(model_dir: Path, data: list[Path], steps: int = 5000, unroll
     extra["state_heads"] = {
         "steps": steps,
         "unroll": unroll,
+        "hidden": config["dynamics_hidden"],
         "stores": [Path(p).name for p in data],
     }
     card = Path(loaded.path, "card.md")
     zoo.save_model(
         loaded.path,
         loaded.kind,
-        meta["config"],
+        config,
         loaded.module.state_dict(),
         stats=stats,
         card=card.read_text() if card.exists() else None,

@@ -359,3 +359,12 @@ def test_state_heads_refit_changes_only_the_state_heads(tokenized, tmp_path):
     assert after.config["state_heads"]["unroll"] == 2
     changed = {k for k, v in after.module.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith(("dynamics.", "readout.")) for k in changed)
+    # --hidden rebuilds both heads wider; the rest of the model loads unchanged
+    refine_exported(model_dir, [store_path], steps=5, unroll=2, hidden=48)
+    wide = zoo.load_model(model_dir)
+    assert wide.config["config"]["dynamics_hidden"] == 48
+    assert wide.module.dynamics.net[0].out_features == 48
+    assert wide.module.readout.net[0].out_features == 48
+    for k, v in wide.module.state_dict().items():
+        if not k.startswith(("dynamics.", "readout.")):
+            assert torch.equal(v, before[k]), k
