@@ -67,36 +67,54 @@ def synthetic_store(path: Path, lengths=(9, 13), **spec_kwargs) -> EpisodeStore:
     return store
 
 
-def variant_stores(root: Path, size: int = 32) -> SimpleNamespace:
-    """The world-model variants' data: a 2-episode cameranav store (moving orbit camera) and
-    a 2-episode push store (front + side), ``size``², tokenized by one tiny untrained
-    tokenizer. Fields: ``tok`` (its model directory), ``hash``, ``root``, ``nav``, ``push``."""
+def tiny_tokenizer(root: Path) -> Path:
+    """A tiny untrained video tokenizer (seeded: the same weights every time), saved to
+    ``root``/tok; returns its model directory."""
     import torch
 
-    from cosmos_sim.bridge.record import MujocoSource, record
     from cosmos_sim.models import zoo
     from cosmos_sim.models.tokenizer import TokenizerConfig, VideoTokenizer
-    from cosmos_sim.training.tokenizer_task import tokenize_store
 
     torch.manual_seed(0)
     tok = VideoTokenizer(
         TokenizerConfig(width=16, width_low=16, enc_blocks=(1, 1), dec_blocks=(1, 1))
     )
-    tok_dir = zoo.save_model(
+    return zoo.save_model(
         root / "tok", "tokenizer", tok.cfg.to_dict(), tok.state_dict(), dtype="fp32"
     )
-    paths = {}
-    for name, task, cameras in (
-        ("nav", "cameranav", ["orbit"]),
-        ("push", "push", ["front", "side"]),
-    ):
-        source = MujocoSource(
-            task, skill=1.0, cameras=cameras, size=size, depth=False, segmentation=False
+
+
+def recorded_store(
+    path: Path, task: str, cameras: list[str], size: int, tok_dir: Path, episodes: int = 2
+) -> Path:
+    """``episodes`` scripted-expert episodes of ``task`` (seeds 0, 1, …) recorded at
+    ``size``² from ``cameras`` and tokenized by ``tok_dir``: a world model's training data."""
+    from cosmos_sim.bridge.record import MujocoSource, record
+    from cosmos_sim.training.tokenizer_task import tokenize_store
+
+    source = MujocoSource(
+        task, skill=1.0, cameras=cameras, size=size, depth=False, segmentation=False
+    )
+    record(source, path, episodes=episodes, seed=0)
+    source.close()
+    tokenize_store(path, tok_dir)
+    return path
+
+
+def variant_stores(root: Path, size: int = 32) -> SimpleNamespace:
+    """The world-model variants' data: a 2-episode cameranav store (moving orbit camera) and
+    a 2-episode push store (front + side), ``size``², tokenized by one tiny untrained
+    tokenizer. Fields: ``tok`` (its model directory), ``hash``, ``root``, ``nav``, ``push``."""
+    from cosmos_sim.models import zoo
+
+    tok_dir = tiny_tokenizer(root)
+    paths = {
+        name: recorded_store(root / f"{name}.zarr", task, cameras, size, tok_dir)
+        for name, task, cameras in (
+            ("nav", "cameranav", ["orbit"]),
+            ("push", "push", ["front", "side"]),
         )
-        record(source, root / f"{name}.zarr", episodes=2, seed=0)
-        source.close()
-        tokenize_store(root / f"{name}.zarr", tok_dir)
-        paths[name] = root / f"{name}.zarr"
+    }
     return SimpleNamespace(
         tok=tok_dir, hash=zoo.load_model(tok_dir).weights_hash, root=root, **paths
     )
@@ -119,3 +137,22 @@ def tiny_world_model(store: Path, tok_dir: Path, out: Path, variant: str = "acti
         dit_overrides=TINY_DIT,
     )
     return export_world_model(run, out / "wm")
+
+
+def randomise_dit(model_dir: Path, std: float = 0.1, seed: int = 0) -> Path:
+    """Redraw every DiT weight of a saved world model ~ N(0, std²) (seeded), in place.
+
+    A DiT trained a few steps is still nearly its adaLN-Zero init: every gate ~1e-4, so its
+    controls move a generated frame by ~1e-6, far below one uint8 level. Wiring tests break
+    that, as tests/models/test_dit.py's ``tiny_model(randomise=True)`` does."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = Path(model_dir) / "weights.safetensors"
+    weights = load_file(path)
+    g = torch.Generator().manual_seed(seed)
+    for name, w in weights.items():
+        if name.startswith("wm.denoiser.") and w.is_floating_point():
+            weights[name] = (torch.randn(w.shape, generator=g) * std).to(w.dtype)
+    save_file(weights, str(path))
+    return Path(model_dir)

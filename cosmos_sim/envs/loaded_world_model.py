@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from cosmos_sim.bridge.camera_motion import CAMERA_ACTION_NAMES
+from cosmos_sim.bridge.tasks import find_task, known_tasks
 from cosmos_sim.conditioning.actions import ActionStats
 from cosmos_sim.errors import CameraError, ModelError
 from cosmos_sim.models import zoo
 
-DRIVABLE = ("action", "camera", "multiview")  # the variants WorldModel-v0 drives
+DRIVABLE = ("action", "camera", "multiview", "instruction")  # the variants WorldModel-v0 drives
 RAY_REFERENCE = "first-context-frame"  # the only reference the camera rollout builds
 
 
@@ -114,12 +115,7 @@ def check_drivable(wm: LoadedWorldModel) -> None:
     """A clear error for a model WorldModel-v0 cannot drive (as what it was trained for)."""
     config = None if wm.path is None else wm.path / "config.toml"
     if wm.variant == "instruction" or wm.instruction:
-        raise ModelError(
-            "instruction world models are not drivable in WorldModel-v0 yet",
-            path=config,
-            field="variant",
-            found=wm.variant,
-        )
+        check_instruction_model(wm, config)
     if wm.variant not in DRIVABLE:
         raise ModelError(
             "WorldModel-v0 cannot drive this world-model variant",
@@ -155,6 +151,35 @@ def check_drivable(wm: LoadedWorldModel) -> None:
                 expected=f"{list(CAMERA_ACTION_NAMES)} + the arm's",
                 found=names,
             )
+
+
+def instruction_tasks() -> list[str]:
+    """The known tasks with several instructions (task.toml ``[[instructions]]``)."""
+    return [name for name in known_tasks() if len(find_task(name).instructions) > 1]
+
+
+def check_instruction_model(wm: LoadedWorldModel, config: Path | None) -> None:
+    """An instruction model reads the episode's instruction (its DiT has a text vocabulary)
+    and is driven on a task whose episodes each draw one of several instructions."""
+    vocab = int(getattr(wm.model, "text_vocab", 0))
+    if wm.variant != "instruction" or not wm.instruction or not vocab:
+        raise ModelError(
+            "an instruction model is the instruction variant and reads an instruction "
+            "(a DiT with text_vocab > 0)",
+            path=config,
+            field="instruction" if wm.variant == "instruction" else "variant",
+            expected='variant = "instruction", instruction = true, text_vocab > 0',
+            found=f"variant = {wm.variant!r}, instruction = {wm.instruction}, text_vocab = {vocab}",
+        )
+    if len(find_task(wm.task).instructions) < 2:
+        raise ModelError(
+            "an instruction world model is driven on a task with several instructions "
+            "(task.toml [[instructions]], one drawn per episode), not the one it was trained on",
+            path=config,
+            field="task",
+            expected=f"one of {instruction_tasks()}",
+            found=wm.task,
+        )
 
 
 def observed_cameras(wm: LoadedWorldModel, cameras: str | list[str] | None) -> list[str]:

@@ -19,7 +19,10 @@ camera       ``cosmos_sim/CameraNav-v0``, same    the commanded orbit camera (ex
                                                   the context re-prefilled every step
 multiview    ``cosmos_sim/<Task>-v0`` with the    all V views generated jointly (folded into
              model's cameras                      time), each view decoded on its own
-instruction  —                                   refused: inference takes no instruction yet
+instruction  ``cosmos_sim/<Task>-v0`` of a task   as action; the context, every new frame and
+             with several instructions            the cache read the episode's instruction
+             (``ReachColor``, ``PushSide``), one  (hashed in the model's vocabulary), drawn
+             of the model's cameras               from the seed as the simulator draws it
 ===========  ==================================  ==========================================
 
 =================  ========================================  ==============================
@@ -49,14 +52,18 @@ video frames (per view) for it.
 
 Reset draws the real first frame(s) from the simulator with the same seed as the env it
 imitates (so both start from the same state) and encodes them; the torch generator of
-the sampler is seeded from it too, so ``reset(seed=s)`` is reproducible.
+the sampler is seeded from it too, so ``reset(seed=s)`` is reproducible. An instruction
+model's episode takes its instruction from that simulator reset too (same seed → same
+instruction as ``cosmos_sim/<Task>-v0``); ``reset(options={"instruction": text})`` forces it
+(the vector env also takes a list, one text or None per sub-env).
 Reward: the model's reward (one per step). ``terminated`` only for tasks whose success
 rule is ``when = "any"`` and the success probability > 0.5 (otherwise success is judged
 at the end, as in the simulator); ``truncated`` at the task's episode length. ``info``:
 ``frames`` {camera: (chunk, H, W, 3)} of the observed cameras, ``success_probability``,
 ``is_success`` (probability > 0.5), ``next_action`` (the model's prediction of the next
 chunk, in action units and the env's action layout); camera: ``goal_distance`` (rad,
-between the commanded camera's axis and the predicted camera target).
+between the commanded camera's axis and the predicted camera target); instruction:
+``instruction`` (the episode's text, at reset and every step, as the simulator env's).
 """
 
 from __future__ import annotations
@@ -87,7 +94,8 @@ __all__ = ["LoadedWorldModel", "WorldModelEnv", "WorldModelVectorEnv"]
 # from pure noise at σ_max, which drifted least for wm-diffusion-reach in
 # benchmarks/world_model.py (20.5 dB at 9 latent steps vs 19.4-19.9 dB from the previous frame).
 SIGMA_START: float | None = None
-# Classifier-free guidance scale on the action chunk (1 = plain conditional sampling).
+# Classifier-free guidance scale on the action chunk and the instruction (1 = plain
+# conditional sampling).
 GUIDANCE: float = 1.0
 
 
@@ -173,7 +181,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.num_envs, self.device, self.render_mode = num_envs, torch.device(device), render_mode
         self.sampler_steps, self.include_state = sampler_steps, include_state
         self.sigma_start = sigma_start  # None: sample from pure noise at the model's σ_max
-        self.guidance = guidance  # classifier-free guidance on the action chunk (1 = none)
+        self.guidance = guidance  # classifier-free guidance on the chunk / instruction (1 = none)
+        self.instructed = self.wm.variant == "instruction"  # reads the episode's instruction
         self.max_steps = self.sim.task.episode_length // self.chunk
         self.metadata = {**self.metadata, "render_fps": self.sim.fps}
         space = self.sim.action_space
@@ -205,6 +214,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self._state_now = np.zeros((num_envs, len(self.sim.state_names)), np.float32)
         self._t = np.zeros(num_envs, np.int64)
         self._done = np.zeros(num_envs, bool)
+        self._instructions: np.ndarray | None = None  # (B,) str each episode's (instructed)
         self._last: dict[str, np.ndarray] = {}
         self._generator = torch.Generator().manual_seed(0)
 
@@ -215,16 +225,46 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         )
 
     # -- helpers ---------------------------------------------------------------------------
-    def _first_frames(self, seeds: list[int]) -> tuple[np.ndarray, np.ndarray, list]:
-        """Real first frames (B, V, H, W, 3), states (B, S) and orbit poses (camera
-        variant, else None) from the simulator."""
-        frames, states, orbits = [], [], []
-        for s in seeds:
-            f = self.sim.reset(seed=int(s))
+    def _first_frames(
+        self, seeds: list[int], instructions: list[str | None]
+    ) -> tuple[np.ndarray, np.ndarray, list, list[str]]:
+        """Real first frames (B, V, H, W, 3), states (B, S), orbit poses (camera variant,
+        else None) and each episode's instruction (forced, or drawn from its seed as the
+        simulator env draws it) from the simulator."""
+        frames, states, orbits, texts = [], [], [], []
+        for s, text in zip(seeds, instructions, strict=True):
+            f = self.sim.reset(seed=int(s), instruction=text)
             frames.append(np.stack([f.cameras[c].rgb for c in self.generated]))
             states.append(f.state)
             orbits.append(getattr(self.sim.kind, "orbit", None))  # exact, float64
-        return np.stack(frames), np.stack(states).astype(np.float32), orbits
+            texts.append(self.sim.instruction)
+        return np.stack(frames), np.stack(states).astype(np.float32), orbits, texts
+
+    def _forced_instructions(self, options: dict | None) -> list[str | None]:
+        """``options["instruction"]``: one text for every sub-env, or one text (or None:
+        drawn from the seed) per sub-env; checked against the task before anything resets."""
+        forced = (options or {}).get("instruction")
+        if forced is None:
+            return [None] * self.num_envs
+        if not self.instructed:
+            raise ConfigError(
+                "this world model reads no instruction: options['instruction'] is for "
+                "instruction world models",
+                field="instruction",
+                found=forced,
+            )
+        texts = [forced] * self.num_envs if isinstance(forced, str) else list(forced)
+        if len(texts) != self.num_envs:
+            raise ConfigError(
+                "one instruction per sub-env, or one text for all",
+                field="instruction",
+                expected=f"{self.num_envs} texts",
+                found=len(texts),
+            )
+        for text in texts:
+            if text is not None:
+                self.sim.task.find_instruction(text)  # "did you mean …" for a typo
+        return texts
 
     def _to_latent(self, frames: np.ndarray) -> torch.Tensor:
         """(B, V, H, W, 3) uint8 → (B, V, C, h, w): each view's first frame encoded alone."""
@@ -252,6 +292,10 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             obs["state"] = states.astype(np.float32)
         return obs
 
+    def _instruction_info(self) -> dict[str, np.ndarray]:
+        """``instruction`` (B,) str: each sub-env's episode instruction (instruction models)."""
+        return {} if self._instructions is None else {"instruction": self._instructions.copy()}
+
     def _next_action(self, next_action: torch.Tensor | None) -> dict[str, np.ndarray]:
         """The model's next chunk in action units, in the env's layout (camera: the camera
         part only when the arm is the expert's)."""
@@ -269,8 +313,13 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             seeds = [seed + i for i in range(self.num_envs)]
         else:
             seeds = [int(s) for s in seed]
+        forced = self._forced_instructions(options)
         self._generator.manual_seed(int(seeds[0]))
-        frames, states, orbits = self._first_frames(seeds)
+        frames, states, orbits, texts = self._first_frames(seeds, forced)
+        ids, self._instructions = None, None
+        if self.instructed:  # the episode's words, as its training clips carried them
+            ids = self.wm.model.hash_instructions(texts).to(self.device)  # (B, L) long
+            self._instructions = np.array(texts)
         poses = None
         if self.camera_nav is not None:
             self.camera_nav.reset(orbits, seeds)
@@ -283,7 +332,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             if self.wm.model.has_state:  # the model steps the proprio state with each chunk
                 norm = (states - self.wm.state_mean) / self.wm.state_std
                 self._state = torch.from_numpy(norm.astype(np.float32)).to(self.device)
-            next_action = self.rollout.start(first, self._state, self._sampler, poses)
+            next_action = self.rollout.start(first, self._state, self._sampler, poses, ids)
         self._t[:] = 0
         self._done[:] = False
         self._seeds = seeds
@@ -292,7 +341,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         info = {"success_probability": np.zeros(self.num_envs, np.float32)}
         if self.camera_nav is not None:
             info["goal_distance"] = self.camera_nav.goal_distance(states)
-        return self._last, info | self._next_action(next_action)
+        return self._last, info | self._instruction_info() | self._next_action(next_action)
 
     def step(self, actions):
         if self._stream is None:
@@ -303,10 +352,10 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             # advances its whole batch together, so the batch restarts when all are done.
             if not self._done.all():
                 raise gym.error.Error("sub-envs finish together in a world-model vector env")
-            self.reset(seed=[s + 10_000 for s in self._seeds])
+            _, info = self.reset(seed=[s + 10_000 for s in self._seeds])
             zeros = np.zeros(self.num_envs, np.float32)
             flags = np.zeros(self.num_envs, bool)
-            return self._last, zeros, flags, flags.copy(), {}
+            return self._last, zeros, flags, flags.copy(), info
         wm, nav, model = self.wm, self.camera_nav, self.wm.model
         # camera: the commanded cameras move, the arm's part joins (policy's or expert's)
         model_actions = actions if nav is None else nav.step(actions, self._state_now)
@@ -347,7 +396,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             reward.cpu().numpy().astype(np.float64),
             terminated,
             truncated,
-            info | self._next_action(next_action),
+            info | self._instruction_info() | self._next_action(next_action),
         )
 
     def render(self):
@@ -381,9 +430,10 @@ class WorldModelEnv(gym.Env):
         return self.vec.sim
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """``options={"instruction": text}`` forces an instruction model's instruction."""
         super().reset(seed=seed)
         episode_seed = seed if seed is not None else int(self.np_random.integers(2**31))
-        obs, info = self.vec.reset(seed=[episode_seed])
+        obs, info = self.vec.reset(seed=[episode_seed], options=options)
         self._needs_reset = False
         return _first(obs), _first_info(info)
 

@@ -3,10 +3,12 @@
 =================  =================================================================
 variant            rollout
 =================  =================================================================
-action, multiview  :class:`CachedRollout`: the context's keys/values are computed once
-                   and each generated time step is appended; the cache keeps the last
+action, multiview, :class:`CachedRollout`: the context's keys/values are computed once
+instruction        and each generated time step is appended; the cache keeps the last
                    ``context_frames`` *time steps*. A multi-view model's V views are
                    folded time-major (one time step = V frames) and generated jointly.
+                   An instruction model's every prefill / next frame / append reads the
+                   episode's instruction (as each frame of a training clip does).
 camera             :class:`WindowRollout`: each frame's Plücker rays are relative to the
                    first frame of its context window (the model's ``ray_reference``),
                    and that frame moves with the window — so the window is prefilled
@@ -15,13 +17,15 @@ camera             :class:`WindowRollout`: each frame's Plücker rays are relati
 
 Both share one signature::
 
-    start(latents, states, sampler, poses)   → next-action chunk
-    step(chunk, state, sampler, poses)       → new latents, next-action chunk
+    start(latents, states, sampler, poses, instruction_ids)   → next-action chunk
+    step(chunk, state, sampler, poses)                        → new latents, next-action chunk
 
 ``latents`` (B, V, C, h, w): one time step of every view; ``states`` / ``state`` (B, S):
 the normalised proprio state of that time step (None for models without one); ``chunk``
 (B, c, A): the normalised action chunk leading into the new time step; ``poses`` (B, 4, 4)
-float64: the camera's ``world_from_camera`` at that time step (camera variant, else None).
+float64: the camera's ``world_from_camera`` at that time step (camera variant, else None);
+``instruction_ids`` (B, L) long: the episode's hashed instruction (instruction variant, else
+None), kept for the whole episode.
 The next-action chunk is (B, c, A) normalised, or None when the model has no such head.
 """
 
@@ -42,7 +46,7 @@ class Sampler:
 
     steps: int | None  # None: the model's own
     sigma_start: float | None  # SDEdit start from the previous frame; None: pure noise
-    guidance: float  # classifier-free guidance on the action chunk (1 = none)
+    guidance: float  # classifier-free guidance on the action chunk and instruction (1 = none)
     generator: torch.Generator
     precision: Precision  # the DiT's autocast
 
@@ -52,11 +56,15 @@ def _float(x: Tensor | None) -> Tensor | None:
 
 
 class CachedRollout:
-    """Action and multi-view models: a KV cache of the context, appended to every step."""
+    """Action, multi-view and instruction models: a KV cache of the context, appended to
+    every step. With guidance, an instruction model keeps a second cache of the same context
+    encoded without the instruction: guidance's unconditional branch, as in training."""
 
     def __init__(self, model: torch.nn.Module, context_frames: int, views: int = 1) -> None:
         self.model, self.context_frames, self.views = model, context_frames, views
         self._cache = None
+        self._uncond = None  # the context without the instruction (guided instruction models)
+        self._instruction: Tensor | None = None  # (B, L) long the episode's hashed words
         self._last: Tensor | None = None  # (B, V, C, h, w) the newest time step
         self._time = 0
 
@@ -65,13 +73,24 @@ class CachedRollout:
         return None if state is None else state[:, None].expand(-1, self.views, -1)
 
     @torch.no_grad()
-    def start(self, latents: Tensor, states: Tensor | None, sampler: Sampler, poses=None):
+    def start(
+        self,
+        latents: Tensor,
+        states: Tensor | None,
+        sampler: Sampler,
+        poses=None,
+        instruction_ids: Tensor | None = None,
+    ):
         assert poses is None, "only camera-control models take poses"
+        states = self._per_view(states)
         with sampler.precision.autocast():
             self._cache, next_action = self.model.prefill(
-                latents, states=self._per_view(states), views=self.views
+                latents, states=states, views=self.views, instruction_ids=instruction_ids
             )
-        self._last, self._time = latents, 0
+            self._uncond = None
+            if instruction_ids is not None and sampler.guidance != 1.0:
+                self._uncond, _ = self.model.prefill(latents, states=states, views=self.views)
+        self._last, self._time, self._instruction = latents, 0, instruction_ids
         return _float(next_action)
 
     @torch.no_grad()
@@ -91,13 +110,24 @@ class CachedRollout:
                 guidance=sampler.guidance,
                 state=state,
                 views=self.views,
+                instruction_ids=self._instruction,
+                uncond_cache=self._uncond,
             )  # (B, V, C, h, w)
             next_action = self.model.append(
-                self._cache, z, time, self._per_view(state), views=self.views
+                self._cache,
+                z,
+                time,
+                self._per_view(state),
+                views=self.views,
+                instruction_ids=self._instruction,
             )
+            if self._uncond is not None:
+                self.model.append(self._uncond, z, time, self._per_view(state), views=self.views)
         # Keep as much context as the model was trained with (RoPE sees only differences);
         # the cache counts time steps, so a multi-view model keeps all V views of each.
-        self._cache.keep_last(self.context_frames)
+        for cache in (self._cache, self._uncond):
+            if cache is not None:
+                cache.keep_last(self.context_frames)
         self._last, self._time = z.float(), time
         return self._last, _float(next_action)
 
@@ -137,7 +167,15 @@ class WindowRollout:
         return _float(next_action)
 
     @torch.no_grad()
-    def start(self, latents: Tensor, states: Tensor | None, sampler: Sampler, poses: Tensor):
+    def start(
+        self,
+        latents: Tensor,
+        states: Tensor | None,
+        sampler: Sampler,
+        poses: Tensor,
+        instruction_ids: Tensor | None = None,
+    ):
+        assert instruction_ids is None, "camera-control models take no instruction"
         self._latents, self._poses, self._first_time = latents, poses[:, None], 0
         self._states = None if states is None else states[:, None]
         return self._prefill(sampler.precision)

@@ -429,24 +429,28 @@ class DiffusionWorldModel(nn.Module):
         start: Tensor | None = None,
         sigma_start: float | None = None,
         base: Tensor | None = None,
+        uncond_cache: KVCache | None = None,
     ) -> Tensor:
         """Sample the ``is_target`` frames (B, F) of ``tokens`` (B, N, P) given the other,
         clean frames and the cache. Guidance drops the sampled frames' ``guide`` conditions
-        (actions and/or instruction); cached context keys are shared by both branches.
+        (actions and/or instruction); cached context keys are shared by both branches unless
+        ``uncond_cache`` holds the unconditional branch's own (the context encoded without
+        the instruction: training drops it from a whole clip, context included).
         With ``base`` (residual models), the sampler works on target − base and adds it back."""
         tgt = is_target.gather(1, cond.layout.token_frame)[..., None]  # (B, N, 1)
         if base is not None and start is not None:
             start = start - base
 
-        def denoiser_for(c: Conditioning) -> DenoiseFn:
+        def denoiser_for(c: Conditioning, kv: KVCache | None) -> DenoiseFn:
             def denoise(x: Tensor, s: Tensor) -> Tensor:
                 sigma = torch.where(is_target, s, torch.zeros_like(s))  # (B, F)
-                return self.denoiser(torch.where(tgt, x, tokens), sigma, c, cache=cache)[0]
+                return self.denoiser(torch.where(tgt, x, tokens), sigma, c, cache=kv)[0]
 
             return denoise
 
         uncond = self.unconditional(cond, guide)
-        denoise = guided(denoiser_for(cond), denoiser_for(uncond), guidance)
+        uncond_kv = cache if uncond_cache is None else uncond_cache
+        denoise = guided(denoiser_for(cond, cache), denoiser_for(uncond, uncond_kv), guidance)
         x = sample(
             denoise,
             tokens.shape,
@@ -543,6 +547,7 @@ class DiffusionWorldModel(nn.Module):
         start: Tensor | None = None,
         sigma_start: float | None = None,
         base: Tensor | None = None,
+        uncond_cache: KVCache | None = None,
     ) -> Tensor:
         """Sample the target frames of ``batch`` (B, N, P) tokens; context frames are kept.
 
@@ -550,6 +555,8 @@ class DiffusionWorldModel(nn.Module):
         predict (``n_context=0``, times continuing the context's); without one it holds the
         whole clip, and every denoising step recomputes the context. ``guidance`` w > 1
         extrapolates away from the prediction without ``guide`` (actions and/or instruction).
+        Dropping an instruction drops it from the context too (as training's condition
+        dropout does): pass ``uncond_cache``, the same context prefilled without it.
         A residual model needs each target's previous frame: in ``batch``, or as ``base``
         (B, N, P) — the previous frame's tokens at the target's positions — when it is cached.
         """
@@ -570,6 +577,7 @@ class DiffusionWorldModel(nn.Module):
             start,
             sigma_start,
             base,
+            uncond_cache,
         )
 
 
@@ -602,6 +610,13 @@ class LatentRollout:
         self.last = context[:, -1]  # (B, C, H, W): the residual model's base
         self.cache, self.next_action = model.prefill(model.token_batch(batch))
         self.cache.keep_last(window)
+        # Guidance's unconditional branch reads a context encoded without the instruction,
+        # as training's condition dropout removes it from the whole clip.
+        self.uncond_cache = None
+        if instruction_ids is not None and guidance != 1.0:
+            plain = model.token_batch(dict(batch, instruction_ids=None))
+            self.uncond_cache = model.prefill(plain)[0]
+            self.uncond_cache.keep_last(window)
 
     @torch.no_grad()
     def step(
@@ -628,10 +643,21 @@ class LatentRollout:
         if m.cfg.residual:
             base = m.token_batch(dict(batch, latents=self.last[:, None])).tokens
         target.tokens = m.generate(
-            target, self.cache, guidance=self.guidance, noise=noise, generator=generator, base=base
+            target,
+            self.cache,
+            guidance=self.guidance,
+            noise=noise,
+            generator=generator,
+            base=base,
+            uncond_cache=self.uncond_cache,
         )
         _, self.next_action = m.prefill(target, self.cache)  # the new frame becomes clean context
         self.cache.keep_last(self.window)
+        if self.uncond_cache is not None:
+            plain = m.token_batch(dict(batch, instruction_ids=None))
+            plain.tokens = target.tokens
+            m.prefill(plain, self.uncond_cache)
+            self.uncond_cache.keep_last(self.window)
         self.time += 1
         frame = torch.stack(unpack(target.tokens, target))[:, 0]  # (B, C, H, W)
         self.last = frame

@@ -5,7 +5,15 @@ What a world-model env needs from one object::
 
     prefill(context latents)             → cache (the context's keys/values, computed once)
     next_frame(cache, action chunk)      → next latent frame (few-step sampler)
+    append(cache, new latents)           → the new frame as clean context
     probe(latents)                       → state, success probability, reward per frame
+
+An instruction model (``text_vocab`` > 0, trained with ``--variant instruction``) takes the
+episode's ``instruction_ids`` (B, L) — :meth:`ActionWorldModel.hash_instructions` — in all
+three: in training every frame of a clip, context included, cross-attends to its
+instruction, so the cached context keys must be computed with it too. Guidance that drops
+the instruction drops it from the whole clip as well: its branch reads ``uncond_cache``, the
+same context prefilled without the instruction.
 
 With ``dynamics_hidden > 0`` the model also carries the robot's proprio state, as robot
 world models that predict video *and* proprioception do: a state-dynamics head steps the
@@ -18,6 +26,7 @@ state, and success / reward are read off the predicted state::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -26,7 +35,8 @@ from torch import Tensor, nn
 
 from cosmos_sim.data.packing import Clip, pack_clips, unpack
 from cosmos_sim.errors import ConfigError
-from cosmos_sim.models.diffusion import DiffusionWorldModel, WorldModelConfig
+from cosmos_sim.models.diffusion import GUIDE_ALL, DiffusionWorldModel, WorldModelConfig
+from cosmos_sim.models.dit import hash_instruction
 from cosmos_sim.models.heads import FrameProbe, StateDynamics, StateReadout
 
 
@@ -161,6 +171,53 @@ class ActionWorldModel(nn.Module):
         return torch.sigmoid(logit), reward
 
     # -- inference --------------------------------------------------------------------------
+    @property
+    def text_vocab(self) -> int:
+        """Size of the hashed instruction vocabulary (0: the model reads no instruction)."""
+        return self.cfg.wm.dit.text_vocab
+
+    def hash_instructions(self, texts: Sequence[str]) -> Tensor:
+        """Instructions → (B, L) long hashed words, 0-padded: the ids training's clips carry
+        (``world_model_variants.instruction_ids``, in this model's vocabulary)."""
+        if not self.text_vocab:
+            raise ConfigError(
+                "this world model reads no instruction (trained without --variant instruction)",
+                field="text_vocab",
+                expected="> 0",
+                found=0,
+            )
+        words = [hash_instruction(text, self.text_vocab) for text in texts]
+        ids = torch.zeros(len(words), max([1, *(len(w) for w in words)]), dtype=torch.long)
+        for i, w in enumerate(words):
+            ids[i, : len(w)] = w
+        return ids
+
+    def _instruction(self, ids: Tensor | None, b: int) -> list[Tensor | None]:
+        """(B, L) 0-padded ids → each clip's words (None: no instruction, the null word only)."""
+        if ids is None:
+            return [None] * b
+        if not self.text_vocab:
+            raise ConfigError(
+                "this world model reads no instruction (text_vocab = 0)",
+                field="instruction_ids",
+                found=f"{tuple(ids.shape)} ids",
+            )
+        if ids.dim() != 2 or ids.shape[0] != b or ids.dtype != torch.long:
+            raise ConfigError(
+                "one row of hashed words per batch element",
+                field="instruction_ids",
+                expected=f"({b}, L) long",
+                found=f"{tuple(ids.shape)} {ids.dtype}",
+            )
+        if bool((ids < 0).any() or (ids >= self.text_vocab).any()):
+            raise ConfigError(
+                "instruction ids outside the model's vocabulary (hash_instructions makes them)",
+                field="instruction_ids",
+                expected=f"0 ≤ id < {self.text_vocab}",
+                found=f"{int(ids.min())}..{int(ids.max())}",
+            )
+        return [row[row > 0].cpu() for row in ids]  # as training's token_batch: no padding
+
     def _tokens(
         self,
         latents: Tensor,
@@ -170,10 +227,12 @@ class ActionWorldModel(nn.Module):
         states: Tensor | None = None,
         rays: Tensor | None = None,
         views: int = 1,
+        instruction_ids: Tensor | None = None,
     ):
         """(B, T, C, h, w) latents (+ (B, T, c, A) chunks, (B, T, S) states, (B, T, 6, h, w)
-        Plücker rays) as a TokenBatch starting at `first_time`. With ``views`` V > 1 the T
-        frames are V cameras folded time-major (t0v0, t0v1, …), as multi-view models train."""
+        Plücker rays, (B, L) instruction ids) as a TokenBatch starting at `first_time`. With
+        ``views`` V > 1 the T frames are V cameras folded time-major (t0v0, t0v1, …), as
+        multi-view models train."""
         b, t = latents.shape[:2]
         if t % views:
             raise ConfigError(
@@ -194,6 +253,7 @@ class ActionWorldModel(nn.Module):
                 "this camera-control world model needs each frame's Plücker rays",
                 field="rays",
             )
+        words = self._instruction(instruction_ids, b)
         clips = [
             Clip(
                 latents[i],
@@ -202,6 +262,7 @@ class ActionWorldModel(nn.Module):
                 time=time[i],
                 view=view[i] if views > 1 else None,
                 rays=None if rays is None else rays[i],
+                instruction_ids=words[i],
                 state=None if states is None else states[i],
             )
             for i in range(b)
@@ -210,19 +271,38 @@ class ActionWorldModel(nn.Module):
 
     @torch.no_grad()
     def prefill(
-        self, context: Tensor, cache=None, first_time: int = 0, states=None, rays=None, views=1
+        self,
+        context: Tensor,
+        cache=None,
+        first_time: int = 0,
+        states=None,
+        rays=None,
+        views=1,
+        instruction_ids: Tensor | None = None,
     ):
-        """Clean context latents (B, T, C, h, w) (+ their (B, T, S) states and rays) into the
-        cache; returns (cache, next-action chunk)."""
-        tb = self._tokens(context, None, first_time, context.shape[1], states, rays, views)
+        """Clean context latents (B, T, C, h, w) (+ their (B, T, S) states and rays, and the
+        episode's (B, L) instruction ids) into the cache; returns (cache, next-action chunk)."""
+        tb = self._tokens(
+            context, None, first_time, context.shape[1], states, rays, views, instruction_ids
+        )
         return self.wm.prefill(tb, cache)
 
     @torch.no_grad()
     def append(
-        self, cache, latents: Tensor, time: int, states=None, rays=None, views=1
+        self,
+        cache,
+        latents: Tensor,
+        time: int,
+        states=None,
+        rays=None,
+        views=1,
+        instruction_ids: Tensor | None = None,
     ) -> Tensor | None:
-        """Add generated frames (now clean context) to the cache; returns the next-action chunk."""
-        tb = self._tokens(latents, None, time, latents.shape[1], states, rays, views)
+        """Add generated frames (now clean context) to the cache, with the instruction the
+        cache was prefilled with; returns the next-action chunk."""
+        tb = self._tokens(
+            latents, None, time, latents.shape[1], states, rays, views, instruction_ids
+        )
         return self.wm.prefill(tb, cache)[1]
 
     @torch.no_grad()
@@ -241,6 +321,9 @@ class ActionWorldModel(nn.Module):
         state: Tensor | None = None,
         rays: Tensor | None = None,
         views: int = 1,
+        instruction_ids: Tensor | None = None,
+        guide: tuple[str, ...] = GUIDE_ALL,
+        uncond_cache=None,
     ) -> Tensor:
         """Sample latent frame `time` (B, 1, C, h, w) given the cached past and its action chunk.
 
@@ -251,12 +334,24 @@ class ActionWorldModel(nn.Module):
         ``rays`` (B, 6, h, w): its Plücker rays (camera-control models), in the same reference
         camera as the cached context's. Multi-view models (``views`` V > 1) sample all V
         views of time step `time` jointly: (B, V, C, h, w), ``previous`` likewise.
+        ``instruction_ids`` (B, L): the episode's, the same the cache was prefilled with.
+        ``guidance`` w > 1 extrapolates away from the prediction without ``guide`` (actions
+        and/or the instruction); without the instruction, that branch reads ``uncond_cache``:
+        the context prefilled with ``instruction_ids=None``.
         """
         b = action_chunk.shape[0]
         if previous is None and self.cfg.wm.residual:
             raise ConfigError(
                 "this world model predicts the change from the previous latent frame: pass it",
                 field="previous",
+            )
+        drops_text = guidance != 1.0 and instruction_ids is not None and "instruction" in guide
+        if drops_text and cache is not None and uncond_cache is None:
+            raise ConfigError(
+                "guidance drops the instruction from the context too, as training does: "
+                "pass the context prefilled without it",
+                field="uncond_cache",
+                expected="a cache from prefill(..., instruction_ids=None)",
             )
         placeholder = torch.zeros(b, views, *latent_shape) if previous is None else previous
         states = None if state is None else state[:, None].expand(b, views, -1)
@@ -268,6 +363,7 @@ class ActionWorldModel(nn.Module):
             states,
             None if rays is None else rays[:, None],
             views,
+            instruction_ids,
         )
         start = None if previous is None or sigma_start is None else batch.tokens
         base = batch.tokens if self.cfg.wm.residual else None
@@ -277,9 +373,11 @@ class ActionWorldModel(nn.Module):
             steps=steps,
             generator=generator,
             guidance=guidance,
+            guide=guide,
             start=start,
             sigma_start=sigma_start if start is not None else None,
             base=base,
+            uncond_cache=uncond_cache if drops_text else None,
         )
         return torch.stack(unpack(tokens, batch))  # (B, 1, C, h, w)
 

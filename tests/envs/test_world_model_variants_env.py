@@ -29,7 +29,8 @@ WM = "cosmos_sim/WorldModel-v0"
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> SimpleNamespace:
     """A camera-control model (cameranav, orbit), a multi-view model (push, front + side) and
-    an instruction model, each trained 2 steps and exported."""
+    an instruction model on a single-instruction task (cameranav: not drivable), each trained
+    2 steps and exported."""
     root = tmp_path_factory.mktemp("wm-variants-env")
     data = variant_stores(root, SIZE)
     return SimpleNamespace(
@@ -185,7 +186,7 @@ def undrivable(models) -> str:
 @pytest.mark.parametrize(
     ("model", "kwargs", "error", "message"),
     [
-        ("instruction", {}, ModelError, "instruction world models are not drivable"),
+        ("instruction", {}, ModelError, "task: an instruction world model is driven on a task"),
         ("undrivable", {}, ModelError, "variant: WorldModel-v0 cannot drive this world-model"),
         ("camera", {"cameras": "front"}, CameraError, "one camera at a time"),
         ("camera", {"task": "push"}, ModelError, "trained on another task"),

@@ -239,7 +239,9 @@ def test_bf16_autocast_training_step_and_saved_config_round_trip():
     assert cfg == m.cfg and isinstance(cfg.dit, DiTConfig)
 
 
-def test_latent_rollout_equals_uncached_generation():
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_latent_rollout_equals_uncached_generation(guidance):
+    """Guided too: the unconditional branch's context is encoded without the instruction."""
     from cosmos_sim.models.diffusion import LatentRollout
 
     m = tiny_model(rays=False)
@@ -248,7 +250,7 @@ def test_latent_rollout_equals_uncached_generation():
     acts = torch.randn(2, 2, 4, 3, generator=g)
     ids = torch.tensor([[5, 6, 0], [7, 0, 0]])
     noise = torch.randn(2, 2, 16, 4, generator=g)
-    roll = LatentRollout(m, lat, window=8, instruction_ids=ids)
+    roll = LatentRollout(m, lat, window=8, instruction_ids=ids, guidance=guidance)
     frames = [roll.step(acts[:, k], noise=noise[:, k])[0] for k in range(2)]
     assert frames[0].shape == (2, 4, 4, 4) and roll.next_action.shape == (2, 4, 3)
     # uncached: the whole clip each time, generated frames fed back as context
@@ -264,7 +266,7 @@ def test_latent_rollout_equals_uncached_generation():
         )
         tb = m.token_batch(batch)
         full_noise = torch.cat([torch.zeros(2, n * 16, 4), noise[:, k]], 1)
-        out = m.generate(tb, noise=full_noise)
+        out = m.generate(tb, noise=full_noise, guidance=guidance)
         nxt = (
             out[:, n * 16 :].reshape(2, 4, 4, 4).permute(0, 3, 1, 2)
         )  # tokens (h, w, C) → (C, h, w)
