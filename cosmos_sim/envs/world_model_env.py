@@ -215,6 +215,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self._t = np.zeros(num_envs, np.int64)
         self._done = np.zeros(num_envs, bool)
         self._instructions: np.ndarray | None = None  # (B,) str each episode's (instructed)
+        self._instruction_ids: torch.Tensor | None = None  # (B, L) their hashed words
         self._last: dict[str, np.ndarray] = {}
         self._generator = torch.Generator().manual_seed(0)
 
@@ -320,6 +321,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         if self.instructed:  # the episode's words, as its training clips carried them
             ids = self.wm.model.hash_instructions(texts).to(self.device)  # (B, L) long
             self._instructions = np.array(texts)
+        self._instruction_ids = ids  # the success head reads them too
         poses = None
         if self.camera_nav is not None:
             self.camera_nav.reset(orbits, seeds)
@@ -370,7 +372,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             if new_state is None:  # success, reward and state read off the generated views
                 state_n, prob, reward = (x.mean(1) for x in model.read(z))
             else:  # … or off the predicted proprio state
-                state_n, (prob, reward) = new_state, model.read_state(new_state)
+                state_n = new_state
+                prob, reward = model.read_state(new_state, self._instruction_ids)
                 self._state = new_state
             frames = self._decode(z)  # (B, V, c, H, W, 3)
         self._t += 1

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from cosmos_sim.errors import ConfigError
+
 
 def frame_mean(x: Tensor, token_frame: Tensor, n_frames: int) -> Tensor:
     """(B, N, D) token rows → (B, F, D) mean over each frame's tokens (0 for empty frames)."""
@@ -111,18 +113,42 @@ class StateDynamics(nn.Module):
 
 class StateReadout(nn.Module):
     """Normalised state (…, S) → success logit (…) and reward (…): the task's outcome as a
-    function of the (predicted) state, learned from the recorded labels."""
+    function of the (predicted) state, learned from the recorded labels.
 
-    def __init__(self, state_dim: int, hidden: int = 256) -> None:
+    With ``text_vocab`` > 0 (instruction models) it also reads the episode's hashed
+    instruction (B, L), 0-padded: the same state succeeds under "reach the red target" and
+    fails under "reach the blue target". A mean of word embeddings is enough for that.
+    """
+
+    def __init__(self, state_dim: int, hidden: int = 256, text_vocab: int = 0) -> None:
         super().__init__()
+        text_dim = 16 if text_vocab else 0
+        self.words = (
+            nn.EmbeddingBag(text_vocab, text_dim, mode="mean", padding_idx=0)
+            if text_vocab
+            else None
+        )
         self.net = nn.Sequential(
-            nn.Linear(state_dim, hidden),
+            nn.Linear(state_dim + text_dim, hidden),
             nn.SiLU(),
             nn.Linear(hidden, hidden),
             nn.SiLU(),
             nn.Linear(hidden, 2),
         )
 
-    def forward(self, state: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, state: Tensor, instruction_ids: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(B, …, S) state (+ (B, L) instruction ids) → success logit, reward (B, …)."""
+        if self.words is not None:
+            if instruction_ids is None:
+                raise ConfigError(
+                    "this success head reads the episode's instruction",
+                    field="instruction_ids",
+                    expected="(B, L) hashed words",
+                )
+            words = self.words(instruction_ids)  # (B, 16)
+            words = words.view(words.shape[0], *[1] * (state.dim() - 2), -1)
+            state = torch.cat([state, words.expand(*state.shape[:-1], -1)], dim=-1)
         out = self.net(state)
         return out[..., 0], out[..., 1]

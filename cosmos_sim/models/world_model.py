@@ -88,7 +88,7 @@ class ActionWorldModel(nn.Module):
             self.dynamics = StateDynamics(
                 p.state_dim, d.action_chunk, d.action_dim, cfg.dynamics_hidden
             )
-            self.readout = StateReadout(p.state_dim, cfg.dynamics_hidden)
+            self.readout = StateReadout(p.state_dim, cfg.dynamics_hidden, d.text_vocab)
 
     @classmethod
     def from_config(cls, config: dict) -> ActionWorldModel:
@@ -147,7 +147,7 @@ class ActionWorldModel(nn.Module):
             s = self.dynamics(s, chunks[:, j])
             errs.append(F.mse_loss(s, state[:, j]))
         loss_dyn = torch.stack(errs).mean()
-        logit, reward = self.readout(state)
+        logit, reward = self.readout(state, batch.get("instruction_ids"))
         loss_read = F.binary_cross_entropy_with_logits(logit, batch["success"]) + F.mse_loss(
             reward, batch["reward"]
         )
@@ -165,9 +165,12 @@ class ActionWorldModel(nn.Module):
         return self.dynamics(state, chunk)
 
     @torch.no_grad()
-    def read_state(self, state: Tensor) -> tuple[Tensor, Tensor]:
-        """(…, S) normalised state → success probability (…), reward (…)."""
-        logit, reward = self.readout(state)
+    def read_state(
+        self, state: Tensor, instruction_ids: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(B, …, S) normalised state (+ the episode's (B, L) instruction ids, instruction
+        models) → success probability (B, …), reward (B, …)."""
+        logit, reward = self.readout(state, instruction_ids)
         return torch.sigmoid(logit), reward
 
     # -- inference --------------------------------------------------------------------------

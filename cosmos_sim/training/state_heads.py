@@ -79,6 +79,12 @@ def fit_state_heads(
     all_states = torch.from_numpy(np.concatenate([train.state[i] for i in keep]))
     reached = torch.from_numpy(np.concatenate([train.reached[i] for i in keep]))
     reward = torch.from_numpy(np.concatenate([train.reward[i] for i in keep]))
+    all_ids = None  # instruction models: each state's episode instruction, for the readout
+    if train.instruction_ids:
+        from cosmos_sim.training.world_model_variants import pad_ids
+
+        counts = torch.tensor([len(train.state[i]) for i in keep])
+        all_ids = pad_ids([train.instruction_ids[i] for i in keep]).repeat_interleave(counts, 0)
     test = None
     if held_out is not None:
         test = _windows(held_out, _episodes(held_out), unroll + 1)
@@ -96,6 +102,7 @@ def fit_state_heads(
             states,
             chunks,
             all_states,
+            all_ids,
             reached,
             reward,
             steps,
@@ -115,7 +122,20 @@ def fit_state_heads(
 
 
 def _fit(
-    model, opt, states, chunks, all_states, reached, reward, steps, unroll, batch_size, lr, noise, g
+    model,
+    opt,
+    states,
+    chunks,
+    all_states,
+    all_ids,
+    reached,
+    reward,
+    steps,
+    unroll,
+    batch_size,
+    lr,
+    noise,
+    g,
 ):
     for step in range(steps):
         for group in opt.param_groups:  # cosine to 10 %
@@ -128,7 +148,7 @@ def _fit(
             s = model.dynamics(s, ch[:, j])
             loss_dyn = loss_dyn + F.mse_loss(s, st[:, j]) / unroll
         k = torch.randint(len(all_states), (batch_size,), generator=g)
-        logit, rew = model.readout(all_states[k])
+        logit, rew = model.readout(all_states[k], None if all_ids is None else all_ids[k])
         loss_read = F.binary_cross_entropy_with_logits(logit, reached[k]) + F.mse_loss(
             rew, reward[k]
         )
@@ -145,7 +165,7 @@ def rebuild_state_heads(model, hidden: int) -> None:
         raise ConfigError("the state heads need a width ≥ 1", field="hidden", found=hidden)
     d, state_dim = model.cfg.wm.dit, model.cfg.probe.state_dim
     model.dynamics = StateDynamics(state_dim, d.action_chunk, d.action_dim, hidden)
-    model.readout = StateReadout(state_dim, hidden)
+    model.readout = StateReadout(state_dim, hidden, d.text_vocab)
     model.cfg = replace(model.cfg, dynamics_hidden=hidden)
 
 
@@ -184,9 +204,10 @@ def refine_exported(
                 path=store.path,
                 field="source",
             )
-    train = load_state_sequences(stores, a_stats, s_stats, "train")
+    vocab = loaded.module.text_vocab  # an instruction model's success depends on it
+    train = load_state_sequences(stores, a_stats, s_stats, "train", vocab)
     try:
-        held = load_state_sequences(stores, a_stats, s_stats, "held-out")
+        held = load_state_sequences(stores, a_stats, s_stats, "held-out", vocab)
     except StoreError:  # too few episodes for a held-out split: nothing to score
         held = None
     config = dict(meta["config"])

@@ -188,11 +188,15 @@ def load_state_sequences(
     action_stats: ActionStats,
     state_stats: StateStats,
     split: str = "train",
+    text_vocab: int = 0,
 ) -> Sequences:
     """Every episode of the split as actions, labels and proprio state alone — no latents,
-    so any store of the task serves (stage 2 of training needs nothing else)."""
+    so any store of the task serves (stage 2 of training needs nothing else); with
+    ``text_vocab`` > 0 also each episode's hashed instruction (its success depends on it)."""
     seqs = Sequences()
     for si, store in enumerate(stores):
+        if text_vocab:
+            variants.check_instructions([store])
         if list(store.spec.state_names) and len(state_stats.mean) != len(store.spec.state_names):
             raise StoreError(
                 "the store's proprio state does not match the model's",
@@ -210,6 +214,10 @@ def load_state_sequences(
             w = store.read_window(e, 0, n_frames, fields=("action", "state", "reward"))
             _append_controls(seqs, w, action_stats, state_stats)
             seqs.key.append((si, e, ""))
+            if text_vocab:
+                seqs.instruction_ids.append(
+                    variants.instruction_ids(store.instructions[e], text_vocab)
+                )
     if not seqs.state:
         raise StoreError("no episodes in this split", field=split)
     return seqs

@@ -165,3 +165,36 @@ def test_a_mismatched_instruction_model_is_a_clear_error(models, edit, field):
     config.write_text(config.read_text().replace(*edit))
     with pytest.raises(ModelError, match=f"config.toml: {field}"):
         make(path)
+
+
+def test_the_success_head_reads_the_instruction_and_stage_2_fits_it(models, tmp_path):
+    """The success head takes the episode's instruction (the same state can succeed under
+    one and fail under the other), and stage 2 (`train state-heads`) fits it with the
+    store's instructions: a recorded successful final state scores > 0.5 under its own
+    instruction, and the other instruction changes the score."""
+    import torch
+
+    from cosmos_sim.data.store import EpisodeStore
+    from cosmos_sim.models import zoo
+    from cosmos_sim.training.state_heads import refine_exported
+
+    model_dir = shutil.copytree(models.trained, tmp_path / "wm")
+    store_path = models.root / "reach-color.zarr"
+    refine_exported(model_dir, [store_path], steps=300, unroll=2)
+    loaded = zoo.load_model(model_dir)
+    model, stats = loaded.module, loaded.stats
+    store = EpisodeStore.open(store_path)
+    reached = [e for e in range(len(store)) if store.read_episode(e).reward[-1] > 0.5]
+    assert reached, "the tiny store has a successful expert episode"
+    for e in reached:
+        final = store.read_episode(e).state[-1]
+        state = torch.from_numpy(
+            ((final - stats["state_mean"]) / np.asarray(stats["state_std"])).astype(np.float32)
+        )[None]
+        own = store.instructions[e]
+        other = BLUE if own == RED else RED
+        p_own, _ = model.read_state(state, model.hash_instructions([own]))
+        p_other, _ = model.read_state(state, model.hash_instructions([other]))
+        assert p_own.item() > 0.5 and p_own.item() != p_other.item()
+    with pytest.raises(ConfigError, match="instruction"):
+        model.read_state(state)  # an instruction model's success head needs it
