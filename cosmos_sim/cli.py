@@ -408,6 +408,18 @@ def train_world_model_cmd(
             help="Baseline: the DiT never sees actions or proprio state (benchmarks compare).",
         ),
     ] = False,
+    self_forcing: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of steps whose last context frame is the model's own (against drift).",
+        ),
+    ] = 0.0,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Start from this exported world model's weights (post-training)."),
+    ] = None,
 ) -> None:
     """Train a diffusion world model on a store's cached latents (resumable)."""
     from cosmos_sim.training.world_model_task import export_world_model, train_world_model
@@ -424,6 +436,8 @@ def train_world_model_cmd(
         batch_size=2 if dry_run else None,
         resume=not no_resume,
         action_blind=action_blind,
+        self_forcing=self_forcing,
+        init=init,
     )
     console.print(
         f"step {summary['step']}  loss {summary['loss']:.4f}  {summary['samples_per_s']:.1f} samples/s → {out}"

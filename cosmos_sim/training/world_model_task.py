@@ -417,6 +417,7 @@ def build_model(
     *,
     folded_views: bool = False,
     action_blind: bool = False,
+    self_forcing: float = 0.0,
     **dit_overrides,
 ):
     """The world model of ``preset`` with the given controls (``dit_overrides``); trained on
@@ -445,7 +446,7 @@ def build_model(
                 | dit_overrides,
             ),
             edm=EDMConfig(sigma_data=sigma_data),
-            self_forcing=0.0,
+            self_forcing=self_forcing,
             residual=True,
             p_drop_action=1.0 if action_blind else 0.1,
         ),
@@ -453,6 +454,28 @@ def build_model(
         dynamics_hidden=256,
     )
     return (variants.FoldedViewsWorldModel if folded_views else ActionWorldModel)(cfg)
+
+
+def init_from(model: torch.nn.Module, model_dir: Path) -> None:
+    """Start ``model`` from an exported world model's weights (post-training: more steps,
+    or new settings such as self-forcing, from a trained model). The architectures must
+    match exactly; the heads trained in stage 2 come along too."""
+    loaded = zoo.load_model(model_dir)
+    theirs = {k: v.float() for k, v in loaded.module.state_dict().items()}
+    ours = model.state_dict()
+    mismatched = sorted(
+        k
+        for k in ours.keys() | theirs.keys()
+        if k not in theirs or k not in ours or ours[k].shape != theirs[k].shape
+    )
+    if mismatched:
+        raise ConfigError(
+            "the model to start from has another architecture",
+            path=loaded.path,
+            field=mismatched[0],
+            expected="the preset's and the store's shapes",
+        )
+    model.load_state_dict(theirs)
 
 
 def train_world_model(
@@ -471,6 +494,8 @@ def train_world_model(
     seed: int = 0,
     dit_overrides: dict | None = None,
     action_blind: bool = False,
+    self_forcing: float = 0.0,
+    init: Path | None = None,
 ) -> dict:
     """Train a diffusion world model on cached latents (resumable): action-conditioned, plus
     camera rays, folded views or the instruction for the other ``variant``s."""
@@ -513,8 +538,11 @@ def train_world_model(
         sigma_data,
         folded_views=variant == "multiview",
         action_blind=action_blind,
+        self_forcing=self_forcing,
         **controls,
     )
+    if init is not None:
+        init_from(model, init)
     steps = steps or recipe.steps
     tcfg = TrainerConfig(
         steps=steps,
@@ -544,6 +572,8 @@ def train_world_model(
             ],
         },
     }
+    if init is not None:  # post-training: a resumed run must start from the same weights
+        run_config["data"]["init"] = str(Path(init).resolve())
     if variant != "action":  # (an action run's config stays as it was: older runs resume)
         run_config["data"] |= {
             "variant": variant,

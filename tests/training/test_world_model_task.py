@@ -310,6 +310,38 @@ def test_evaluation_runs_every_episode_of_a_policy_in_one_batch(tiny_world_model
     assert run.brier is not None and 0.0 <= run.brier <= 1.0
 
 
+def test_post_training_starts_from_a_model_and_self_forcing_trains(tokenized, tmp_path):
+    """`train world-model --init M --self-forcing 1`: the run starts from M's weights (its
+    first checkpoint is M after one step) and every step conditions on a generated frame."""
+    from cosmos_sim.training.world_model_task import init_from
+
+    store_path, tok_dir = tokenized
+    base = make_tiny_world_model(store_path, tok_dir, tmp_path / "base")
+    loaded = zoo.load_model(base)
+    model = build_model("cpu-small", 2, len(loaded.stats["state_mean"]), LATENT, 0.5, **TINY_DIT)
+    init_from(model, base)
+    for k, v in loaded.module.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v.float())
+    wider = build_model("cpu-small", 2, len(loaded.stats["state_mean"]), LATENT, 0.5, dim=64)
+    with pytest.raises(ConfigError, match="another architecture"):
+        init_from(wider, base)
+    summary = train_world_model(
+        [store_path],
+        tok_dir,
+        tmp_path / "post",
+        steps=2,
+        batch_size=2,
+        progress=False,
+        checkpoint_every=2,
+        dit_overrides=TINY_DIT,
+        self_forcing=1.0,
+        init=base,
+    )
+    assert summary["step"] == 2 and np.isfinite(summary["loss"])
+    exported = zoo.load_model(export_world_model(tmp_path / "post", tmp_path / "post-wm"))
+    assert exported.config["config"]["wm"]["self_forcing"] == 1.0
+
+
 def test_state_sequences_match_the_latent_sequences_controls(tokenized):
     """Stage 2 reads actions, labels and state without latents: the same rows as the DiT's."""
     store_path, tok_dir = tokenized
