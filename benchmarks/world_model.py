@@ -5,9 +5,11 @@ episode's true action chunks; generated frames are compared with the recorded on
 1, 4 and 16 latent steps (or the longest the episodes allow). Baselines:
 
 * copy-last: the first frame repeated (no dynamics at all);
-* action-dropped: the same model with its action conditioning dropped (the
-  classifier-free-guidance branch it was trained with) — a cheap stand-in for a
-  separately trained action-blind model, said so in the results.
+* action-blind: the same recipe trained with the actions (and the proprio state they
+  drive) hidden from the DiT (`cosmos-sim train world-model --action-blind`), where one
+  is shipped (push);
+* action-dropped: the model itself with its action conditioning dropped (the
+  classifier-free-guidance branch it was trained with).
 
 Also: action sensitivity (where the probe reads the end effector after the true chunks
 vs after the reversed chunks, and how far the true-chunk one is from the recorded one),
@@ -36,6 +38,7 @@ TASKS = {
     "reach": ("wm-diffusion-reach", Path("data/reach-wm.zarr")),
     "push": ("wm-diffusion-push", Path("data/push-wm.zarr")),
 }
+BLIND = {"push": "wm-diffusion-push-blind"}  # the separately trained action-blind baselines
 HORIZONS = (1, 4, 16)
 
 
@@ -95,7 +98,7 @@ def rollout(
     return video, state.numpy() * wm.state_std + wm.state_mean
 
 
-def run_task(model: str, store_path: Path) -> dict:
+def run_task(model: str, store_path: Path, blind_model: str | None = None) -> dict:
     """Every figure of one model on its store's held-out episodes (printed as it goes)."""
     wm = LoadedWorldModel.load(model)
     store = EpisodeStore.open(store_path)
@@ -120,8 +123,15 @@ def run_task(model: str, store_path: Path) -> dict:
     t0 = time.perf_counter()
     gen, gen_state = run(chunks)
     batched_s = time.perf_counter() - t0
-    blind, _ = run(chunks, True)
+    dropped, _ = run(chunks, True)
+    videos = {"world_model": gen, "action_dropped": dropped}
+    if blind_model is not None and blind_model in shipped_models():
+        blind_wm = LoadedWorldModel.load(blind_model)
+        videos["action_blind"] = rollout(
+            blind_wm, real[:, 0], chunks, False, 0, first_state=states0
+        )[0]
     copy = np.repeat(real[:, :1], frames, axis=1)
+    videos["copy_last"] = copy
     # The sampler's start, side by side: from pure noise at σ_max vs the previous frame (SDEdit).
     last = slice(1 + CHUNK * (k_max - 1), 1 + CHUNK * k_max)
     truth_last = real[:, last].reshape(-1, *real.shape[2:])
@@ -145,18 +155,20 @@ def run_task(model: str, store_path: Path) -> dict:
         sl = slice(1 + CHUNK * (h - 1), 1 + CHUNK * h)  # the c frames of latent step h
         truth = real[:, sl].reshape(-1, *real.shape[2:])
         scores = {}
-        for method, video in (("world_model", gen), ("action_dropped", blind), ("copy_last", copy)):
+        for method, video in videos.items():
             v = video[:, sl].reshape(-1, *real.shape[2:])
             scores[method] = {"psnr": psnr(v, truth), "ssim": ssim_u8(v, truth)}
         result["horizons"][h] = scores
+        blind_psnr = scores.get("action_blind", {}).get("psnr", float("nan"))
         rows.append(
             [
                 h,
                 scores["world_model"]["psnr"],
+                blind_psnr,
                 scores["action_dropped"]["psnr"],
                 scores["copy_last"]["psnr"],
                 scores["world_model"]["psnr"] - scores["copy_last"]["psnr"],
-                scores["world_model"]["psnr"] - scores["action_dropped"]["psnr"],
+                scores["world_model"]["psnr"] - blind_psnr,
             ]
         )
     # Action sensitivity: where the probe reads the end effector after the true vs the
@@ -210,7 +222,9 @@ def run_task(model: str, store_path: Path) -> dict:
     result["sampler_start_psnr_at_last_step"] = starts
     result["sigma_start"] = SIGMA_START
     result["baseline_note"] = (
-        "action_dropped = the same model with actions dropped (CFG branch), not a separately trained action-blind model"
+        "action_blind = a separately trained model whose DiT never saw actions or state "
+        f"({blind_model}, where shipped); action_dropped = this model with its actions "
+        "dropped (CFG branch)"
     )
     result["targets"] = {
         "psnr_over_copy_last_db_at_16": 6.0,
@@ -218,7 +232,15 @@ def run_task(model: str, store_path: Path) -> dict:
     }
     print_table(
         f"world-model rollouts, {len(held)} held-out episodes ({cam})",
-        ["latent steps", "WM PSNR", "action-dropped", "copy-last", "WM − copy", "WM − dropped"],
+        [
+            "latent steps",
+            "WM PSNR",
+            "action-blind",
+            "action-dropped",
+            "copy-last",
+            "WM − copy",
+            "WM − blind",
+        ],
         rows,
     )
     print(
@@ -241,7 +263,7 @@ def main() -> dict:
             results[task] = {"model": model, "status": f"{store_path} missing: see the card"}
             print(f"{task}: {store_path} missing, record it as models/{model}/card.md says")
         else:
-            results[task] = run_task(model, store_path)
+            results[task] = run_task(model, store_path, BLIND.get(task))
     print(f"wrote {write_result('world_model', results)}")
     return results
 
