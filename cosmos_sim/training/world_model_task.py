@@ -456,26 +456,29 @@ def build_model(
     return (variants.FoldedViewsWorldModel if folded_views else ActionWorldModel)(cfg)
 
 
-def init_from(model: torch.nn.Module, model_dir: Path) -> None:
+def init_from(model: torch.nn.Module, model_dir: Path) -> list[str]:
     """Start ``model`` from an exported world model's weights (post-training: more steps,
-    or new settings such as self-forcing, from a trained model). The architectures must
-    match exactly; the heads trained in stage 2 come along too."""
+    new settings such as self-forcing, or a new control on top of an action model, as
+    Cosmos post-trains its base model). Every weight of the exported model must fit one of
+    ``model``'s; ``model``'s own extra modules (an instruction variant's text layers) keep
+    their initialisation — zero-gated, so the start behaves as the exported model. Returns
+    the names of those new weights."""
     loaded = zoo.load_model(model_dir)
     theirs = {k: v.float() for k, v in loaded.module.state_dict().items()}
     ours = model.state_dict()
-    mismatched = sorted(
-        k
-        for k in ours.keys() | theirs.keys()
-        if k not in theirs or k not in ours or ours[k].shape != theirs[k].shape
-    )
-    if mismatched:
+    if getattr(model.readout, "words", None) is not None and loaded.module.text_vocab == 0:
+        # the success head of an instruction model also reads the instruction: it starts anew
+        theirs = {k: v for k, v in theirs.items() if not k.startswith("readout.")}
+    misfits = sorted(k for k in theirs if k not in ours or ours[k].shape != theirs[k].shape)
+    if misfits:
         raise ConfigError(
             "the model to start from has another architecture",
             path=loaded.path,
-            field=mismatched[0],
+            field=misfits[0],
             expected="the preset's and the store's shapes",
         )
-    model.load_state_dict(theirs)
+    model.load_state_dict(theirs, strict=False)
+    return sorted(ours.keys() - theirs.keys())
 
 
 def train_world_model(

@@ -319,9 +319,15 @@ def test_post_training_starts_from_a_model_and_self_forcing_trains(tokenized, tm
     base = make_tiny_world_model(store_path, tok_dir, tmp_path / "base")
     loaded = zoo.load_model(base)
     model = build_model("cpu-small", 2, len(loaded.stats["state_mean"]), LATENT, 0.5, **TINY_DIT)
-    init_from(model, base)
+    assert init_from(model, base) == []
     for k, v in loaded.module.state_dict().items():
         torch.testing.assert_close(model.state_dict()[k], v.float())
+    # an instruction model can start from the action model: only its text layers are new
+    instructed = build_model(
+        "cpu-small", 2, len(loaded.stats["state_mean"]), LATENT, 0.5, **TINY_DIT, text_vocab=64
+    )
+    new = init_from(instructed, base)
+    assert new and all("text" in k or "cross" in k or k.startswith("readout.") for k in new), new
     wider = build_model("cpu-small", 2, len(loaded.stats["state_mean"]), LATENT, 0.5, dim=64)
     with pytest.raises(ConfigError, match="another architecture"):
         init_from(wider, base)
