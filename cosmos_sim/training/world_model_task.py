@@ -456,19 +456,36 @@ def build_model(
     return (variants.FoldedViewsWorldModel if folded_views else ActionWorldModel)(cfg)
 
 
+# Modules whose shapes follow the task's proprio state: another task's start anew.
+TASK_STATE_MODULES = (
+    "probe.",
+    "dynamics.",
+    "readout.",
+    "wm.denoiser.inner_model.state_embed.",
+)
+
+
 def init_from(model: torch.nn.Module, model_dir: Path) -> list[str]:
     """Start ``model`` from an exported world model's weights (post-training: more steps,
     new settings such as self-forcing, or a new control on top of an action model, as
-    Cosmos post-trains its base model). Every weight of the exported model must fit one of
-    ``model``'s; ``model``'s own extra modules (an instruction variant's text layers) keep
-    their initialisation — zero-gated, so the start behaves as the exported model. Returns
-    the names of those new weights."""
+    Cosmos post-trains its base model, or another task on the same robot). The DiT's
+    weights must fit ``model``'s; ``model``'s own extra modules (an instruction variant's
+    text layers) keep their initialisation, zero-gated; the modules of the proprio state
+    (``TASK_STATE_MODULES``) start anew when the state differs. Returns the names of the
+    weights that start anew."""
     loaded = zoo.load_model(model_dir)
     theirs = {k: v.float() for k, v in loaded.module.state_dict().items()}
     ours = model.state_dict()
-    if getattr(model.readout, "words", None) is not None and loaded.module.text_vocab == 0:
-        # the success head of an instruction model also reads the instruction: it starts anew
-        theirs = {k: v for k, v in theirs.items() if not k.startswith("readout.")}
+    for prefix in TASK_STATE_MODULES:
+        # the proprio state's modules of another task (another state), and an instruction
+        # model's success head (it reads the instruction too), start anew
+        mine = [k for k in theirs if k.startswith(prefix)]
+        if any(k not in ours or ours[k].shape != theirs[k].shape for k in mine) or (
+            prefix == "readout."
+            and getattr(model.readout, "words", None) is not None
+            and loaded.module.text_vocab == 0
+        ):
+            theirs = {k: v for k, v in theirs.items() if not k.startswith(prefix)}
     misfits = sorted(k for k in theirs if k not in ours or ours[k].shape != theirs[k].shape)
     if misfits:
         raise ConfigError(

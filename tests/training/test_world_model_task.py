@@ -313,7 +313,7 @@ def test_evaluation_runs_every_episode_of_a_policy_in_one_batch(tiny_world_model
 def test_post_training_starts_from_a_model_and_self_forcing_trains(tokenized, tmp_path):
     """`train world-model --init M --self-forcing 1`: the run starts from M's weights (its
     first checkpoint is M after one step) and every step conditions on a generated frame."""
-    from cosmos_sim.training.world_model_task import init_from
+    from cosmos_sim.training.world_model_task import TASK_STATE_MODULES, init_from
 
     store_path, tok_dir = tokenized
     base = make_tiny_world_model(store_path, tok_dir, tmp_path / "base")
@@ -328,6 +328,12 @@ def test_post_training_starts_from_a_model_and_self_forcing_trains(tokenized, tm
     )
     new = init_from(instructed, base)
     assert new and all("text" in k or "cross" in k or k.startswith("readout.") for k in new), new
+    # another task's state (3 more dims): its state modules start anew, the DiT loads
+    other = build_model(
+        "cpu-small", 2, len(loaded.stats["state_mean"]) + 3, LATENT, 0.5, **TINY_DIT
+    )
+    fresh = init_from(other, base)
+    assert fresh and all(k.startswith(TASK_STATE_MODULES) for k in fresh)
     wider = build_model("cpu-small", 2, len(loaded.stats["state_mean"]), LATENT, 0.5, dim=64)
     with pytest.raises(ConfigError, match="another architecture"):
         init_from(wider, base)
