@@ -462,12 +462,20 @@ def train_state_heads_cmd(
         int | None,
         typer.Option(min=1, help="Rebuild the heads this wide (fresh) instead of refining them."),
     ] = None,
+    substeps: Annotated[
+        bool | None,
+        typer.Option(
+            "--substeps/--no-substeps",
+            help="Rebuild the dynamics head to step once per control action (fresh), "
+            "learning every recorded frame.",
+        ),
+    ] = None,
 ) -> None:
     """Stage 2: refit a world model's state dynamics and readout heads on every transition
     of the stores (minutes; the DiT is untouched). Saved back into the model directory."""
     from cosmos_sim.training.state_heads import refine_exported
 
-    r = refine_exported(model, data, steps=steps, unroll=unroll, hidden=hidden)
+    r = refine_exported(model, data, steps=steps, unroll=unroll, hidden=hidden, substeps=substeps)
     before, after = r.get("held_out_unroll_error_before"), r.get("held_out_unroll_error_after")
     if before is not None:
         console.print(

@@ -90,12 +90,25 @@ class FrameProbe(nn.Module):
 class StateDynamics(nn.Module):
     """Proprio dynamics: normalised state (S) + the action chunk (c, A) → state one latent
     frame later. Predicts the change (the state persists by default); an MLP, since joint
-    and object states are low-dimensional and nearly smooth in the actions."""
+    and object states are low-dimensional and nearly smooth in the actions.
 
-    def __init__(self, state_dim: int, chunk: int, action_dim: int, hidden: int = 256) -> None:
+    ``substeps``: step once per control action of the chunk instead of once per chunk. A
+    contact (the finger meeting the block) then starts at the right control step instead
+    of being averaged over the chunk, and stage 2 can supervise every recorded frame.
+    """
+
+    def __init__(
+        self,
+        state_dim: int,
+        chunk: int,
+        action_dim: int,
+        hidden: int = 256,
+        substeps: bool = False,
+    ) -> None:
         super().__init__()
+        self.substeps = substeps
         self.net = nn.Sequential(
-            nn.Linear(state_dim + chunk * action_dim, hidden),
+            nn.Linear(state_dim + (1 if substeps else chunk) * action_dim, hidden),
             nn.SiLU(),
             nn.Linear(hidden, hidden),
             nn.SiLU(),
@@ -106,9 +119,18 @@ class StateDynamics(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, state: Tensor, chunk: Tensor) -> Tensor:
-        """(…, S) state, (…, c, A) chunk → (…, S) next state."""
-        return state + self.net(torch.cat([state, chunk.flatten(-2)], dim=-1))
+    def forward(self, state: Tensor, chunk: Tensor, frames: bool = False) -> Tensor:
+        """(…, S) state, (…, c, A) chunk → (…, S) next state; ``frames`` (substeps only):
+        the state after every control step, (…, c, S)."""
+        if not self.substeps:
+            if frames:
+                raise ConfigError("per-frame states need a substep dynamics head", field="frames")
+            return state + self.net(torch.cat([state, chunk.flatten(-2)], dim=-1))
+        out = []
+        for k in range(chunk.shape[-2]):
+            state = state + self.net(torch.cat([state, chunk[..., k, :]], dim=-1))
+            out.append(state)
+        return torch.stack(out, dim=-2) if frames else state
 
 
 class StateReadout(nn.Module):

@@ -57,6 +57,7 @@ class ActionWorldModelConfig:
     success_loss_weight: float = 1.0
     dynamics_hidden: int = 0  # > 0: proprio state dynamics + readout heads (see module doc)
     dynamics_noise: float = 0.02  # std of noise on the dynamics head's input state in training
+    dynamics_substeps: bool = False  # the dynamics head steps once per control action
 
     def __post_init__(self) -> None:
         if isinstance(self.wm, dict):
@@ -65,7 +66,9 @@ class ActionWorldModelConfig:
             self.probe = ProbeConfig(**self.probe)
 
     def to_dict(self) -> dict:
-        return {
+        # (dynamics_substeps only when set: older runs' configs stay as they were and resume)
+        extra = {"dynamics_substeps": True} if self.dynamics_substeps else {}
+        return extra | {
             "wm": self.wm.to_dict(),
             "probe": dict(self.probe.__dict__),
             "state_loss_weight": self.state_loss_weight,
@@ -86,7 +89,11 @@ class ActionWorldModel(nn.Module):
         if cfg.dynamics_hidden:
             d = cfg.wm.dit
             self.dynamics = StateDynamics(
-                p.state_dim, d.action_chunk, d.action_dim, cfg.dynamics_hidden
+                p.state_dim,
+                d.action_chunk,
+                d.action_dim,
+                cfg.dynamics_hidden,
+                cfg.dynamics_substeps,
             )
             self.readout = StateReadout(p.state_dim, cfg.dynamics_hidden, d.text_vocab)
 

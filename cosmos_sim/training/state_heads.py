@@ -13,7 +13,7 @@ trains on every recorded state. Minutes on a CPU; the DiT is untouched.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,16 +35,27 @@ def _episodes(seqs) -> list[int]:
 
 
 def _windows(seqs, keep: list[int], length: int):
-    """(N, length, S) states, (N, length, c, A) chunks of every window of every episode."""
-    states, chunks = [], []
+    """(N, length, S) states, (N, length, c, A) chunks of every window of every episode,
+    and (N, length − 1, c, S) the states of every frame within its chunks (None when the
+    sequences carry no per-frame states)."""
+    states, chunks, frames = [], [], []
     for i in keep:
         s, c = seqs.state[i], seqs.chunks[i]
+        per_frame = seqs.state_frames[i] if seqs.state_frames else None
+        n_chunk = c.shape[1]
         for start in range(max(0, len(s) - length + 1)):
             states.append(s[start : start + length])
             chunks.append(c[start : start + length])
+            if per_frame is not None:  # chunk j leads from frame c(j−1) to frames c(j−1)+1 … cj
+                f = per_frame[n_chunk * start + 1 : n_chunk * (start + length - 1) + 1]
+                frames.append(f.reshape(length - 1, n_chunk, -1))
     if not states:
         raise ConfigError("episodes shorter than one unroll window", field="unroll", found=length)
-    return torch.from_numpy(np.stack(states)), torch.from_numpy(np.stack(chunks))
+    return (
+        torch.from_numpy(np.stack(states)),
+        torch.from_numpy(np.stack(chunks)),
+        torch.from_numpy(np.stack(frames)) if frames else None,
+    )
 
 
 def unroll_error(model, states: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
@@ -75,7 +86,9 @@ def fit_state_heads(
     if not model.has_state:
         raise ConfigError("the model has no proprio-state heads", field="dynamics_hidden")
     keep = _episodes(train)
-    states, chunks = _windows(train, keep, unroll + 1)
+    states, chunks, frames = _windows(train, keep, unroll + 1)
+    if not model.dynamics.substeps:
+        frames = None  # a per-chunk head is supervised at the latent frames only
     all_states = torch.from_numpy(np.concatenate([train.state[i] for i in keep]))
     reached = torch.from_numpy(np.concatenate([train.reached[i] for i in keep]))
     reward = torch.from_numpy(np.concatenate([train.reward[i] for i in keep]))
@@ -87,7 +100,7 @@ def fit_state_heads(
         all_ids = pad_ids([train.instruction_ids[i] for i in keep]).repeat_interleave(counts, 0)
     test = None
     if held_out is not None:
-        test = _windows(held_out, _episodes(held_out), unroll + 1)
+        test = _windows(held_out, _episodes(held_out), unroll + 1)[:2]
     before = None if test is None else unroll_error(model, *test)
     params = [*model.dynamics.parameters(), *model.readout.parameters()]
     for p in params:  # a model loaded for inference has its gradients switched off
@@ -99,12 +112,7 @@ def fit_state_heads(
         _fit(
             model,
             opt,
-            states,
-            chunks,
-            all_states,
-            all_ids,
-            reached,
-            reward,
+            _Data(states, chunks, frames, all_states, all_ids, reached, reward),
             steps,
             unroll,
             batch_size,
@@ -121,52 +129,58 @@ def fit_state_heads(
     return out
 
 
-def _fit(
-    model,
-    opt,
-    states,
-    chunks,
-    all_states,
-    all_ids,
-    reached,
-    reward,
-    steps,
-    unroll,
-    batch_size,
-    lr,
-    noise,
-    g,
-):
+@dataclass
+class _Data:
+    """Stage 2's training data: unroll windows (states at the latent frames, chunks, and
+    optionally every frame's state), and every state with its labels for the readout."""
+
+    states: torch.Tensor  # (N, U + 1, S)
+    chunks: torch.Tensor  # (N, U + 1, c, A)
+    frames: torch.Tensor | None  # (N, U, c, S) substep heads: every frame's state
+    all_states: torch.Tensor  # (M, S)
+    all_ids: torch.Tensor | None  # (M, L) instruction models: each state's instruction
+    reached: torch.Tensor  # (M,)
+    reward: torch.Tensor  # (M,)
+
+
+def _fit(model, opt, data: _Data, steps, unroll, batch_size, lr, noise, g):
     for step in range(steps):
         for group in opt.param_groups:  # cosine to 10 %
             group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        i = torch.randint(len(states), (batch_size,), generator=g)
-        st, ch = states[i], chunks[i]
+        i = torch.randint(len(data.states), (batch_size,), generator=g)
+        st, ch = data.states[i], data.chunks[i]
         s = st[:, 0] + noise * torch.randn(st[:, 0].shape, generator=g)
         loss_dyn = 0.0
         for j in range(1, unroll + 1):
-            s = model.dynamics(s, ch[:, j])
-            loss_dyn = loss_dyn + F.mse_loss(s, st[:, j]) / unroll
-        k = torch.randint(len(all_states), (batch_size,), generator=g)
-        logit, rew = model.readout(all_states[k], None if all_ids is None else all_ids[k])
-        loss_read = F.binary_cross_entropy_with_logits(logit, reached[k]) + F.mse_loss(
-            rew, reward[k]
+            if data.frames is None:
+                s = model.dynamics(s, ch[:, j])
+                loss_dyn = loss_dyn + F.mse_loss(s, st[:, j]) / unroll
+            else:  # every control step's state is a target
+                path = model.dynamics(s, ch[:, j], frames=True)
+                loss_dyn = loss_dyn + F.mse_loss(path, data.frames[i, j - 1]) / unroll
+                s = path[:, -1]
+        k = torch.randint(len(data.all_states), (batch_size,), generator=g)
+        ids = None if data.all_ids is None else data.all_ids[k]
+        logit, rew = model.readout(data.all_states[k], ids)
+        loss_read = F.binary_cross_entropy_with_logits(logit, data.reached[k]) + F.mse_loss(
+            rew, data.reward[k]
         )
         opt.zero_grad(set_to_none=True)
         (loss_dyn + loss_read).backward()
         opt.step()
 
 
-def rebuild_state_heads(model, hidden: int) -> None:
-    """Replace ``model``'s dynamics and readout heads by fresh ones ``hidden`` wide."""
+def rebuild_state_heads(model, hidden: int, substeps: bool = False) -> None:
+    """Replace ``model``'s dynamics and readout heads by fresh ones ``hidden`` wide (the
+    dynamics stepping per control action with ``substeps``)."""
     from cosmos_sim.models.heads import StateDynamics, StateReadout
 
     if hidden < 1:
         raise ConfigError("the state heads need a width ≥ 1", field="hidden", found=hidden)
     d, state_dim = model.cfg.wm.dit, model.cfg.probe.state_dim
-    model.dynamics = StateDynamics(state_dim, d.action_chunk, d.action_dim, hidden)
+    model.dynamics = StateDynamics(state_dim, d.action_chunk, d.action_dim, hidden, substeps)
     model.readout = StateReadout(state_dim, hidden, d.text_vocab)
-    model.cfg = replace(model.cfg, dynamics_hidden=hidden)
+    model.cfg = replace(model.cfg, dynamics_hidden=hidden, dynamics_substeps=substeps)
 
 
 def refine_exported(
@@ -175,12 +189,14 @@ def refine_exported(
     steps: int = 5000,
     unroll: int = 4,
     hidden: int | None = None,
+    substeps: bool | None = None,
 ) -> dict:
     """Stage 2 on an exported world model: fit its state heads on the stores of its task
     (train split; the held-out split is scored), and save it back in place.
 
-    ``hidden``: rebuild both heads this wide (fresh weights) instead of refining them — the
-    stores can hold far more episodes than the DiT was trained on, and wider heads use them.
+    ``hidden`` / ``substeps``: rebuild both heads this wide / stepping per control action
+    (fresh weights) instead of refining them — the stores can hold far more episodes than
+    the DiT was trained on, and wider heads use them; a substep head learns every frame.
     """
     from cosmos_sim.conditioning.actions import ActionStats
     from cosmos_sim.data.store import EpisodeStore
@@ -211,9 +227,12 @@ def refine_exported(
     except StoreError:  # too few episodes for a held-out split: nothing to score
         held = None
     config = dict(meta["config"])
-    if hidden is not None and hidden != config["dynamics_hidden"]:
-        rebuild_state_heads(loaded.module, hidden)
-        config["dynamics_hidden"] = hidden
+    hidden = config["dynamics_hidden"] if hidden is None else hidden
+    was_substeps = bool(config.get("dynamics_substeps", False))
+    substeps = was_substeps if substeps is None else substeps
+    if hidden != config["dynamics_hidden"] or substeps != was_substeps:
+        rebuild_state_heads(loaded.module, hidden, substeps)
+        config = loaded.module.cfg.to_dict()
     result = fit_state_heads(loaded.module, train, held, steps=steps, unroll=unroll)
     extra = {
         k: v for k, v in meta.items() if k not in ("kind", "format_version", "dtype", "config")
@@ -222,6 +241,7 @@ def refine_exported(
         "steps": steps,
         "unroll": unroll,
         "hidden": config["dynamics_hidden"],
+        "substeps": substeps,
         "stores": [Path(p).name for p in data],
     }
     card = Path(loaded.path, "card.md")

@@ -56,6 +56,7 @@ class Sequences:
     world_from_camera: list[np.ndarray] = field(default_factory=list)
     instruction_ids: list[np.ndarray] = field(default_factory=list)  # instruction variant
     views: list[str] = field(default_factory=list)  # multiview: the cameras, in view order
+    state_frames: list[np.ndarray] = field(default_factory=list)  # (1 + c·k, S) every frame's
 
 
 @dataclass
@@ -190,8 +191,9 @@ def load_state_sequences(
     split: str = "train",
     text_vocab: int = 0,
 ) -> Sequences:
-    """Every episode of the split as actions, labels and proprio state alone — no latents,
-    so any store of the task serves (stage 2 of training needs nothing else); with
+    """Every episode of the split as actions, labels and proprio state alone (per latent
+    frame, and every frame's in ``state_frames``) — no latents, so any store of the task
+    serves (stage 2 of training needs nothing else); with
     ``text_vocab`` > 0 also each episode's hashed instruction (its success depends on it)."""
     seqs = Sequences()
     for si, store in enumerate(stores):
@@ -213,6 +215,7 @@ def load_state_sequences(
                 continue
             w = store.read_window(e, 0, n_frames, fields=("action", "state", "reward"))
             _append_controls(seqs, w, action_stats, state_stats)
+            seqs.state_frames.append(state_stats.normalize(w["state"]))
             seqs.key.append((si, e, ""))
             if text_vocab:
                 seqs.instruction_ids.append(

@@ -412,3 +412,29 @@ def test_state_heads_refit_changes_only_the_state_heads(tokenized, tmp_path):
     for k, v in wide.module.state_dict().items():
         if not k.startswith(("dynamics.", "readout.")):
             assert torch.equal(v, before[k]), k
+    # --substeps: the dynamics steps once per control action, learning every recorded frame
+    result = refine_exported(model_dir, [store_path], steps=200, unroll=2, substeps=True)
+    sub = zoo.load_model(model_dir)
+    assert sub.config["config"]["dynamics_substeps"] and sub.module.dynamics.substeps
+    s0 = torch.zeros(3, sub.module.cfg.probe.state_dim)
+    chunk = torch.randn(3, CHUNK, 2)
+    with torch.no_grad():
+        path = sub.module.dynamics(s0, chunk, frames=True)
+        assert path.shape == (3, CHUNK, s0.shape[1])
+        torch.testing.assert_close(path[:, -1], sub.module.step_state(s0, chunk))
+        # a control step only moves what follows it: the first frame ignores later actions
+        later = chunk.clone()
+        later[:, 1:] = -later[:, 1:]
+        torch.testing.assert_close(sub.module.dynamics(s0, later, frames=True)[:, 0], path[:, 0])
+    # it learned the store's frames: the first frame after a chunk's first action is closer
+    # to the recorded one than "nothing moves" is
+    store = EpisodeStore.open(store_path)
+    ep = store.read_episode(1)
+    mean, std = (np.asarray(sub.stats[k], np.float32) for k in ("state_mean", "state_std"))
+    a_mean, a_std = (np.asarray(sub.stats[k], np.float32) for k in ("action_mean", "action_std"))
+    x = torch.from_numpy((ep.state[8:9] - mean) / std)
+    ch = torch.from_numpy((ep.action[8:12] - a_mean) / a_std)[None]
+    with torch.no_grad():
+        pred = sub.module.dynamics(x, ch, frames=True)[0].numpy() * std + mean
+    err = np.abs(pred - ep.state[9:13]).mean()
+    assert err < np.abs(ep.state[8:9] - ep.state[9:13]).mean()
