@@ -69,6 +69,45 @@ def unroll_error(model, states: torch.Tensor, chunks: torch.Tensor) -> torch.Ten
     return torch.stack(errs)
 
 
+def _rows_equal(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(M,) bool: which 0-padded rows (M, W) hold exactly the words ``ids`` (L,)."""
+    if len(ids) > rows.shape[1]:
+        return torch.zeros(len(rows), dtype=torch.bool)
+    return (rows == F.pad(ids, (0, rows.shape[1] - len(ids)))).all(1)
+
+
+def instruction_relabel(task, state_names, state_stats, vocab: int):
+    """For an instruction task whose state holds each rule's point and region (``ee.x``,
+    ``target_red.x``, …): a function from normalised states (M, S) to, per instruction,
+    its hashed words (L,) and whether each state satisfies its rule (M,). None when the
+    state does not say (then only the recorded labels train the success head)."""
+    from cosmos_sim.training.world_model_variants import instruction_ids
+
+    names = list(state_names)
+    rules = []
+    for instruction in task.instructions:
+        rule = instruction.success
+        cols = [
+            [names.index(f"{site}.{axis}") for axis in rule.axes if f"{site}.{axis}" in names]
+            for site in (rule.point, rule.region)
+        ]
+        if any(len(c) != len(rule.axes) for c in cols):
+            return None
+        ids = torch.from_numpy(instruction_ids(instruction.text, vocab))
+        rules.append((ids, cols, rule.radius))
+    mean = torch.as_tensor(state_stats.mean)
+    std = torch.as_tensor(state_stats.std)
+
+    def relabel(states: torch.Tensor):
+        metres = states * std + mean
+        return [
+            (ids, (torch.linalg.norm(metres[:, p] - metres[:, r], dim=1) < radius).float())
+            for ids, (p, r), radius in rules
+        ]
+
+    return relabel
+
+
 def fit_state_heads(
     model,
     train,
@@ -80,9 +119,12 @@ def fit_state_heads(
     lr: float = 1e-3,
     noise: float = 0.02,
     seed: int = 0,
+    relabel=None,
 ) -> dict:
     """Train ``model.dynamics`` and ``model.readout`` (an ActionWorldModel with proprio state)
-    on the ``train`` Sequences; returns the held-out unroll error before and after."""
+    on the ``train`` Sequences; returns the held-out unroll error before and after.
+    ``relabel`` (instruction models, :func:`instruction_relabel`) adds every state under the
+    task's other instructions to the success head's data."""
     if not model.has_state:
         raise ConfigError("the model has no proprio-state heads", field="dynamics_hidden")
     keep = _episodes(train)
@@ -93,11 +135,29 @@ def fit_state_heads(
     reached = torch.from_numpy(np.concatenate([train.reached[i] for i in keep]))
     reward = torch.from_numpy(np.concatenate([train.reward[i] for i in keep]))
     all_ids = None  # instruction models: each state's episode instruction, for the readout
+    reward_weight = torch.ones(len(all_states))
     if train.instruction_ids:
         from cosmos_sim.training.world_model_variants import pad_ids
 
         counts = torch.tensor([len(train.state[i]) for i in keep])
         all_ids = pad_ids([train.instruction_ids[i] for i in keep]).repeat_interleave(counts, 0)
+        if relabel is not None:
+            # Hindsight: every state under every *other* instruction, labelled by that
+            # instruction's rule (the recorded episodes hardly ever end at the wrong target,
+            # so without these the head could not learn that it fails). Their reward is
+            # unknown (shaped by the episode's own instruction): weight 0.
+            rows_ids, rows_states, rows_reached = [all_ids], [all_states], [reached]
+            for ids, labels in relabel(all_states):
+                other = ~_rows_equal(all_ids, ids)
+                rows_ids.append(ids[None].expand(int(other.sum()), -1))
+                rows_states.append(all_states[other])
+                rows_reached.append(labels[other])
+            width = max(x.shape[1] for x in rows_ids)
+            all_ids = torch.cat([F.pad(x, (0, width - x.shape[1])) for x in rows_ids])
+            all_states, reached = torch.cat(rows_states), torch.cat(rows_reached)
+            n_extra = len(all_states) - len(reward)
+            reward = torch.cat([reward, torch.zeros(n_extra)])
+            reward_weight = torch.cat([reward_weight, torch.zeros(n_extra)])
     test = None
     if held_out is not None:
         test = _windows(held_out, _episodes(held_out), unroll + 1)[:2]
@@ -112,7 +172,7 @@ def fit_state_heads(
         _fit(
             model,
             opt,
-            _Data(states, chunks, frames, all_states, all_ids, reached, reward),
+            _Data(states, chunks, frames, all_states, all_ids, reached, reward, reward_weight),
             steps,
             unroll,
             batch_size,
@@ -141,6 +201,7 @@ class _Data:
     all_ids: torch.Tensor | None  # (M, L) instruction models: each state's instruction
     reached: torch.Tensor  # (M,)
     reward: torch.Tensor  # (M,)
+    reward_weight: torch.Tensor  # (M,) 0 where the reward is unknown (hindsight rows)
 
 
 def _fit(model, opt, data: _Data, steps, unroll, batch_size, lr, noise, g):
@@ -162,9 +223,10 @@ def _fit(model, opt, data: _Data, steps, unroll, batch_size, lr, noise, g):
         k = torch.randint(len(data.all_states), (batch_size,), generator=g)
         ids = None if data.all_ids is None else data.all_ids[k]
         logit, rew = model.readout(data.all_states[k], ids)
-        loss_read = F.binary_cross_entropy_with_logits(logit, data.reached[k]) + F.mse_loss(
-            rew, data.reward[k]
-        )
+        w = data.reward_weight[k]
+        loss_read = F.binary_cross_entropy_with_logits(logit, data.reached[k]) + (
+            w * (rew - data.reward[k]) ** 2
+        ).sum() / w.sum().clamp_min(1.0)
         opt.zero_grad(set_to_none=True)
         (loss_dyn + loss_read).backward()
         opt.step()
@@ -233,7 +295,19 @@ def refine_exported(
     if hidden != config["dynamics_hidden"] or substeps != was_substeps:
         rebuild_state_heads(loaded.module, hidden, substeps)
         config = loaded.module.cfg.to_dict()
-    result = fit_state_heads(loaded.module, train, held, steps=steps, unroll=unroll)
+    relabel = None
+    if vocab:
+        from cosmos_sim.bridge.tasks import find_task
+
+        relabel = instruction_relabel(
+            find_task(str(meta["task"]).removeprefix("mujoco:")),
+            stores[0].spec.state_names,
+            s_stats,
+            vocab,
+        )
+    result = fit_state_heads(
+        loaded.module, train, held, steps=steps, unroll=unroll, relabel=relabel
+    )
     extra = {
         k: v for k, v in meta.items() if k not in ("kind", "format_version", "dtype", "config")
     }
