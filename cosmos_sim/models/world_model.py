@@ -277,7 +277,8 @@ class ActionWorldModel(nn.Module):
             )
             for i in range(b)
         ]
-        return pack_clips(clips, self.cfg.wm.dit.patch_size, [[i] for i in range(b)])
+        tb = pack_clips(clips, self.cfg.wm.dit.patch_size, [[i] for i in range(b)])
+        return tb.to(latents.device)  # as the training batch: on the model's device
 
     @torch.no_grad()
     def prefill(
