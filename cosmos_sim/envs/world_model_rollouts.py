@@ -55,6 +55,23 @@ def _float(x: Tensor | None) -> Tensor | None:
     return None if x is None else x.float()
 
 
+def _next_frame(model, cache, chunk, time, previous: Tensor, sampler: Sampler, **controls):
+    """The model's next latent time step after ``previous`` (B, V, C, h, w), drawn with the
+    env's ``sampler`` settings (inside the caller's autocast)."""
+    return model.next_frame(
+        cache,
+        chunk,
+        time,
+        tuple(previous.shape[2:]),
+        steps=sampler.steps,
+        generator=sampler.generator,
+        previous=previous,
+        sigma_start=sampler.sigma_start,
+        guidance=sampler.guidance,
+        **controls,
+    )
+
+
 class CachedRollout:
     """Action, multi-view and instruction models: a KV cache of the context, appended to
     every step. With guidance, an instruction model keeps a second cache of the same context
@@ -98,16 +115,13 @@ class CachedRollout:
         assert poses is None, "only camera-control models take poses"
         time = self._time + 1
         with sampler.precision.autocast():
-            z = self.model.next_frame(
+            z = _next_frame(
+                self.model,
                 self._cache,
                 chunk,
                 time,
-                tuple(self._last.shape[2:]),
-                steps=sampler.steps,
-                generator=sampler.generator,
-                previous=self._last,
-                sigma_start=sampler.sigma_start,
-                guidance=sampler.guidance,
+                self._last,
+                sampler,
                 state=state,
                 views=self.views,
                 instruction_ids=self._instruction,
@@ -186,16 +200,13 @@ class WindowRollout:
         window_poses = torch.cat([self._poses, poses[:, None]], 1)  # (B, T + 1, 4, 4)
         rays = self._rays(window_poses)[:, -1]  # the new frame's, in the window's reference
         with sampler.precision.autocast():
-            z = self.model.next_frame(
+            z = _next_frame(
+                self.model,
                 self._cache,
                 chunk,
                 time,
-                tuple(self._latents.shape[2:]),
-                steps=sampler.steps,
-                generator=sampler.generator,
-                previous=self._latents[:, -1:],
-                sigma_start=sampler.sigma_start,
-                guidance=sampler.guidance,
+                self._latents[:, -1:],
+                sampler,
                 state=state,
                 rays=rays,
             ).float()  # (B, 1, C, h, w)
