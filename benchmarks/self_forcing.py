@@ -6,7 +6,7 @@ whose last context frame is the model's own generation instead of the recorded o
 
     cosmos-sim train world-model --data data/push-wm.zarr \\
         --tokenizer models/tokenizer-cv-4x8x8-pca --init models/wm-diffusion-push \\
-        --steps 300 --self-forcing 0.5 --out runs/wm-push-sf --export runs/wm-push-sf/model
+        --steps 250 --self-forcing 0.5 --out runs/wm-push-sf --export runs/wm-push-sf/model
     # … and the same with --self-forcing 0 into runs/wm-push-plain
 
 Each rolls out from every held-out episode's first frame with its recorded actions (the
