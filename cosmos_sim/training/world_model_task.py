@@ -608,6 +608,15 @@ def train_world_model(
     return summary
 
 
+def _portable(path: str) -> str:
+    """``path`` relative to the working directory when under it (a clone elsewhere then
+    finds it too), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def export_world_model(
     run_dir: Path, model_dir: Path, card: str | None = None, use_ema: bool = True
 ) -> Path:
@@ -640,7 +649,7 @@ def export_world_model(
         "trained_steps": int(meta["step"]),
         "wall_time_s": round(float(meta.get("wall_time", 0.0)), 1),
         "tokenizer": Path(data["tokenizer"]).name,  # looked up in the zoo first
-        "tokenizer_path": data["tokenizer"],
+        "tokenizer_path": _portable(data["tokenizer"]),
         "tokenizer_hash": data["tokenizer_hash"],
         "task": data["task"],
         "cameras": data["cameras"],
