@@ -108,29 +108,9 @@ def instruction_relabel(task, state_names, state_stats, vocab: int):
     return relabel
 
 
-def fit_state_heads(
-    model,
-    train,
-    held_out=None,
-    *,
-    steps: int = 5000,
-    unroll: int = 4,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    noise: float = 0.02,
-    seed: int = 0,
-    relabel=None,
-) -> dict:
-    """Train ``model.dynamics`` and ``model.readout`` (an ActionWorldModel with proprio state)
-    on the ``train`` Sequences; returns the held-out unroll error before and after.
-    ``relabel`` (instruction models, :func:`instruction_relabel`) adds every state under the
-    task's other instructions to the success head's data."""
-    if not model.has_state:
-        raise ConfigError("the model has no proprio-state heads", field="dynamics_hidden")
-    keep = _episodes(train)
-    states, chunks, frames = _windows(train, keep, unroll + 1)
-    if not model.dynamics.substeps:
-        frames = None  # a per-chunk head is supervised at the latent frames only
+def _readout_data(train, keep: list[int], relabel):
+    """Every recorded state with its labels for the success head: states (M, S), their
+    episode's instruction ids (M, L) or None, reached (M,), reward (M,), reward weight (M,)."""
     all_states = torch.from_numpy(np.concatenate([train.state[i] for i in keep]))
     reached = torch.from_numpy(np.concatenate([train.reached[i] for i in keep]))
     reward = torch.from_numpy(np.concatenate([train.reward[i] for i in keep]))
@@ -158,6 +138,33 @@ def fit_state_heads(
             n_extra = len(all_states) - len(reward)
             reward = torch.cat([reward, torch.zeros(n_extra)])
             reward_weight = torch.cat([reward_weight, torch.zeros(n_extra)])
+    return all_states, all_ids, reached, reward, reward_weight
+
+
+def fit_state_heads(
+    model,
+    train,
+    held_out=None,
+    *,
+    steps: int = 5000,
+    unroll: int = 4,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    noise: float = 0.02,
+    seed: int = 0,
+    relabel=None,
+) -> dict:
+    """Train ``model.dynamics`` and ``model.readout`` (an ActionWorldModel with proprio state)
+    on the ``train`` Sequences; returns the held-out unroll error before and after.
+    ``relabel`` (instruction models, :func:`instruction_relabel`) adds every state under the
+    task's other instructions to the success head's data."""
+    if not model.has_state:
+        raise ConfigError("the model has no proprio-state heads", field="dynamics_hidden")
+    keep = _episodes(train)
+    states, chunks, frames = _windows(train, keep, unroll + 1)
+    if not model.dynamics.substeps:
+        frames = None  # a per-chunk head is supervised at the latent frames only
+    all_states, all_ids, reached, reward, reward_weight = _readout_data(train, keep, relabel)
     test = None
     if held_out is not None:
         test = _windows(held_out, _episodes(held_out), unroll + 1)[:2]
