@@ -159,16 +159,16 @@ def run_task(model: str, store_path: Path, blind_model: str | None = None) -> di
             v = video[:, sl].reshape(-1, *real.shape[2:])
             scores[method] = {"psnr": psnr(v, truth), "ssim": ssim_u8(v, truth)}
         result["horizons"][h] = scores
-        blind_psnr = scores.get("action_blind", {}).get("psnr", float("nan"))
+        blind_psnr = scores["action_blind"]["psnr"] if "action_blind" in scores else None
         rows.append(
             [
                 h,
                 scores["world_model"]["psnr"],
-                blind_psnr,
+                "-" if blind_psnr is None else blind_psnr,
                 scores["action_dropped"]["psnr"],
                 scores["copy_last"]["psnr"],
                 scores["world_model"]["psnr"] - scores["copy_last"]["psnr"],
-                scores["world_model"]["psnr"] - blind_psnr,
+                "-" if blind_psnr is None else scores["world_model"]["psnr"] - blind_psnr,
             ]
         )
     # Action sensitivity: where the probe reads the end effector after the true vs the
