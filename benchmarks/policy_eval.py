@@ -40,7 +40,7 @@ MODELS = {
     "push": "wm-diffusion-push",
     "reach-color": "wm-diffusion-reach-color",  # instruction-conditioned
 }
-EPISODES = 24
+EPISODES = 48
 SEED = 10_000
 TARGETS = {"pearson": 0.97, "spearman": 0.95, "mmrv": 0.03}
 
