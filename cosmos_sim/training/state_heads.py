@@ -124,8 +124,8 @@ def _readout_data(train, keep: list[int], relabel):
         if relabel is not None:
             # Hindsight: every state under every *other* instruction, labelled by that
             # instruction's rule (the recorded episodes hardly ever end at the wrong target,
-            # so without these the head could not learn that it fails). Their reward is
-            # unknown (shaped by the episode's own instruction): weight 0.
+            # so the head sees few examples of that failing). Their reward is unknown
+            # (shaped by the episode's own instruction): weight 0.
             rows_ids, rows_states, rows_reached = [all_ids], [all_states], [reached]
             for ids, labels in relabel(all_states):
                 other = ~_rows_equal(all_ids, ids)
