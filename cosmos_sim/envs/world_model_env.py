@@ -19,10 +19,11 @@ camera       ``cosmos_sim/CameraNav-v0``, same    the commanded orbit camera (ex
                                                   the context re-prefilled every step
 multiview    ``cosmos_sim/<Task>-v0`` with the    all V views generated jointly (folded into
              model's cameras                      time), each view decoded on its own
-instruction  ``cosmos_sim/<Task>-v0`` of a task   as action; the context, every new frame and
-             with several instructions            the cache read the episode's instruction
-             (``ReachColor``, ``PushSide``), one  (hashed in the model's vocabulary), drawn
-             of the model's cameras               from the seed as the simulator draws it
+instruction  ``cosmos_sim/<Task>-v0`` of a task   as action; the context, every new frame,
+             with several instructions            the cache and the success head read the
+             (``ReachColor``, ``PushSide``), one  episode's instruction (hashed in the model's
+             of the model's cameras               vocabulary), drawn from the seed as the
+                                                  simulator draws it
 ===========  ==================================  ==========================================
 
 =================  ========================================  ==============================
