@@ -81,6 +81,14 @@ def record(
     return stats
 
 
+MUJOCO_SOURCE = "mujoco:"  # a store's ``source`` for an embedded-simulator task: + its name
+
+
+def source_task(source: str) -> str:
+    """The task name in a store's (or a model's) ``source``, e.g. "mujoco:push" → "push"."""
+    return str(source).removeprefix(MUJOCO_SOURCE)
+
+
 class MujocoSource:
     """The embedded simulator as an EpisodeSource: one task, one scripted policy family.
 
@@ -134,7 +142,7 @@ class MujocoSource:
             },
             state_dim=len(sim.state_names),
             state_names=list(sim.state_names),
-            source=f"mujoco:{sim.task.name}",
+            source=f"{MUJOCO_SOURCE}{sim.task.name}",
             segmentation_labels=dict(sim.label_map),
         )
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from cosmos_sim.bridge.camera_motion import CAMERA_ACTION_NAMES
+from cosmos_sim.bridge.record import source_task
 from cosmos_sim.bridge.tasks import find_task, known_tasks
 from cosmos_sim.conditioning.actions import ActionStats
 from cosmos_sim.errors import CameraError, ModelError
@@ -90,7 +91,7 @@ class LoadedWorldModel:
         return cls(
             model=loaded.module,
             tokenizer=tok.module,
-            task=str(meta["task"]).removeprefix("mujoco:"),
+            task=source_task(meta["task"]),
             cameras=cameras,
             action_stats=ActionStats(
                 np.asarray(stats["action_mean"], np.float32),

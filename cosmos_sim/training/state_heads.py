@@ -34,14 +34,14 @@ def _episodes(seqs) -> list[int]:
     return keep
 
 
-def _windows(seqs, keep: list[int], length: int):
+def _windows(seqs, keep: list[int], length: int, with_frames: bool = False):
     """(N, length, S) states, (N, length, c, A) chunks of every window of every episode,
-    and (N, length − 1, c, S) the states of every frame within its chunks (None when the
-    sequences carry no per-frame states)."""
+    and with ``with_frames`` (N, length − 1, c, S) the states of every frame within its
+    chunks (else, or when the sequences carry no per-frame states, None)."""
     states, chunks, frames = [], [], []
     for i in keep:
         s, c = seqs.state[i], seqs.chunks[i]
-        per_frame = seqs.state_frames[i] if seqs.state_frames else None
+        per_frame = seqs.state_frames[i] if with_frames and seqs.state_frames else None
         n_chunk = c.shape[1]
         for start in range(max(0, len(s) - length + 1)):
             states.append(s[start : start + length])
@@ -161,9 +161,8 @@ def fit_state_heads(
     if not model.has_state:
         raise ConfigError("the model has no proprio-state heads", field="dynamics_hidden")
     keep = _episodes(train)
-    states, chunks, frames = _windows(train, keep, unroll + 1)
-    if not model.dynamics.substeps:
-        frames = None  # a per-chunk head is supervised at the latent frames only
+    # a substep head learns every frame; a per-chunk head the latent frames only
+    states, chunks, frames = _windows(train, keep, unroll + 1, model.dynamics.substeps)
     all_states, all_ids, reached, reward, reward_weight = _readout_data(train, keep, relabel)
     test = None
     if held_out is not None:
@@ -273,11 +272,7 @@ def refine_exported(
 
     loaded = zoo.load_model(model_dir)
     meta, stats = loaded.config, loaded.stats or {}
-    a_stats = ActionStats(
-        np.asarray(stats["action_mean"], np.float32),
-        np.asarray(stats["action_std"], np.float32),
-        stats.get("count", 0),
-    )
+    a_stats = ActionStats.load(Path(loaded.path) / "stats.json")
     s_stats = StateStats(
         np.asarray(stats["state_mean"], np.float32), np.asarray(stats["state_std"], np.float32)
     )
@@ -304,10 +299,11 @@ def refine_exported(
         config = loaded.module.cfg.to_dict()
     relabel = None
     if vocab:
+        from cosmos_sim.bridge.record import source_task
         from cosmos_sim.bridge.tasks import find_task
 
         relabel = instruction_relabel(
-            find_task(str(meta["task"]).removeprefix("mujoco:")),
+            find_task(source_task(meta["task"])),
             stores[0].spec.state_names,
             s_stats,
             vocab,

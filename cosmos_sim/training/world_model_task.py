@@ -480,14 +480,10 @@ def init_from(model: torch.nn.Module, model_dir: Path) -> list[str]:
     theirs = {k: v.float() for k, v in loaded.module.state_dict().items()}
     ours = model.state_dict()
     for prefix in TASK_STATE_MODULES:
-        # the proprio state's modules of another task (another state), and an instruction
-        # model's success head (it reads the instruction too), start anew
+        # a module that does not fit starts anew: another task's state, or an instruction
+        # model's success head (its first layer also reads the instruction's embedding)
         mine = [k for k in theirs if k.startswith(prefix)]
-        if any(k not in ours or ours[k].shape != theirs[k].shape for k in mine) or (
-            prefix == "readout."
-            and getattr(model.readout, "words", None) is not None
-            and loaded.module.text_vocab == 0
-        ):
+        if any(k not in ours or ours[k].shape != theirs[k].shape for k in mine):
             theirs = {k: v for k, v in theirs.items() if not k.startswith(prefix)}
     misfits = sorted(k for k in theirs if k not in ours or ours[k].shape != theirs[k].shape)
     if misfits:
