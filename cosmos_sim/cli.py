@@ -420,6 +420,14 @@ def train_world_model_cmd(
         Path | None,
         typer.Option(help="Start from this exported world model's weights (post-training)."),
     ] = None,
+    state_points: Annotated[
+        bool,
+        typer.Option(
+            "--state-points",
+            help="The DiT also sees where the state's points (end effector, block, ...) "
+            "project in each fixed camera (MuJoCo tasks).",
+        ),
+    ] = False,
 ) -> None:
     """Train a diffusion world model on a store's cached latents (resumable)."""
     from cosmos_sim.training.world_model_task import export_world_model, train_world_model
@@ -438,6 +446,7 @@ def train_world_model_cmd(
         action_blind=action_blind,
         self_forcing=self_forcing,
         init=init,
+        state_points=state_points,
     )
     console.print(
         f"step {summary['step']}  loss {summary['loss']:.4f}  {summary['samples_per_s']:.1f} samples/s → {out}"

@@ -10,7 +10,8 @@ Read top to bottom: config and presets, the embedders, one block, the model.
 * self-attention with 3-D RoPE (time, row, column) plus a learned absolute embedding
   of (row, column) and of the camera view; block-causal over latent frames, so clean
   context keys/values can be cached (:class:`~cosmos_sim.models.attention.KVCache`);
-* Plücker ray patches enter every block through a zero-initialised projection;
+* Plücker ray patches enter every block through a zero-initialised projection, and so
+  do the state-point maps (where the proprio state puts the end effector, the block, ...);
 * cross-attention to the instruction (hashed words, encoder trained with the model).
 
 The time axis has no absolute embedding on purpose: with RoPE alone, attention depends
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +51,9 @@ class DiTConfig:
     # S: proprio state size (0 = none). Each frame's normalised state is embedded and added
     # like its action chunk (context frames too): a frame is drawn where its state says.
     state_dim: int = 0
+    # Planar state points with one (3, 3) normalised-state → latent-grid homography per
+    # view (conditioning/points.py): each frame's points as Gaussian maps on its tokens.
+    state_points: list[dict] = field(default_factory=list)
     rays: bool = False  # Plücker ray conditioning (camera control)
     max_views: int = 4  # learned view embeddings (multi-view folded into time)
     max_grid: int = 32  # learned (row, column) embeddings, in patches
@@ -72,6 +76,22 @@ class DiTConfig:
             )
         if self.action_dim < 0 or self.text_vocab < 0 or self.text_vocab == 1:
             raise ConfigError("action_dim ≥ 0 and text_vocab = 0 or ≥ 2", field="text_vocab")
+        for p in self.state_points:
+            views = len(self.state_points[0]["homographies"])
+            ok = {"x", "y", "homographies"} <= p.keys() and len(p["homographies"]) == views
+            if not ok or any(len(m) != 9 for m in p["homographies"]):
+                raise ConfigError(
+                    "a state point needs x, y and one 3×3 homography per view (all alike)",
+                    field="state_points",
+                    found=p.get("name", p.keys()),
+                )
+            if not 0 <= min(p["x"], p["y"]) <= max(p["x"], p["y"]) < max(self.state_dim, 1):
+                raise ConfigError(
+                    "state point index outside the state",
+                    field="state_points",
+                    expected=f"< state_dim {self.state_dim}",
+                    found=(p["x"], p["y"]),
+                )
         resolve_backend(self.attention)  # validates; resolved where used ("auto" stays portable)
 
     @property
@@ -232,6 +252,42 @@ class CrossAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 
 
+class StatePoints(nn.Module):
+    """Per-token maps of where each frame's state points project in the token's view.
+
+    A point at latent coordinates (u, v) gives every token at patch centre (x, y), with
+    d = (u − x, v − y) in latent pixels: a narrow and a wide Gaussian of |d| and the narrow
+    one times d (the sub-pixel offset: an 8×8 latent grid is coarse for a 2 cm block)."""
+
+    SIGMAS = (0.5, 1.5)  # latent pixels
+    FEATURES = 4  # per point
+
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__()
+        pts = cfg.state_points
+        views = len(pts[0]["homographies"])
+        mats = [[p["homographies"][v] for p in pts] for v in range(views)]
+        self.register_buffer("index", torch.tensor([[p["x"], p["y"]] for p in pts]), False)
+        self.register_buffer("homography", torch.tensor(mats).view(views, len(pts), 3, 3), False)
+        self.patch = cfg.patch_size
+        self.dim = self.FEATURES * len(pts)
+
+    def forward(self, states: Tensor, lay: SequenceLayout) -> Tensor:
+        """(B, F, S) normalised states → (B, N, 4·K) features."""
+        b, f, _ = states.shape
+        xy = states.float()[:, :, self.index]  # (B, F, K, 2)
+        homog = torch.cat([xy, torch.ones_like(xy[..., :1])], -1)
+        view = lay.frame_view.clamp(max=self.homography.shape[0] - 1)
+        uvw = torch.einsum("bfkij,bfkj->bfki", self.homography[view], homog)
+        uv = uvw[..., :2] / uvw[..., 2:].clamp_min(1e-3)  # (B, F, K, 2) column, row
+        uv = uv.flatten(2).gather(1, lay.token_frame[..., None].expand(-1, -1, uv[0, 0].numel()))
+        centre = lay.token_hw.flip(-1).float() * self.patch + (self.patch - 1) / 2  # (x, y)
+        d = uv.view(b, -1, xy.shape[2], 2) - centre[:, :, None]  # (B, N, K, 2)
+        r2 = d.square().sum(-1, keepdim=True)
+        near, wide = (torch.exp(-r2 / (2 * s**2)) for s in self.SIGMAS)
+        return torch.cat([near, wide, near * d.clamp(-2, 2)], -1).flatten(2)
+
+
 class DiTBlock(nn.Module):
     """adaLN-Zero block: self-attention, cross-attention, MLP, each scaled, shifted, gated."""
 
@@ -247,12 +303,18 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
         self.ada_ln = nn.Sequential(nn.SiLU(), nn.Linear(d, 9 * d))
         self.ray_proj = nn.Linear(6 * cfg.patch_size**2, d) if cfg.rays else None
+        n_points = StatePoints.FEATURES * len(cfg.state_points)
+        self.point_proj = nn.Linear(n_points, d) if n_points else None
 
-    def forward(self, x, cond, frame_idx, rope, masks, rays, text, cache, layer, write) -> Tensor:
+    def forward(
+        self, x, cond, frame_idx, rope, masks, rays, points, text, cache, layer, write
+    ) -> Tensor:
         mod = gather_frames(self.ada_ln(cond), frame_idx)  # (B, N, 9D)
         sh1, sc1, g1, sh2, sc2, g2, sh3, sc3, g3 = mod.chunk(9, dim=-1)
         if self.ray_proj is not None and rays is not None:
             x = x + self.ray_proj(rays)
+        if self.point_proj is not None and points is not None:
+            x = x + self.point_proj(points)
         x = x + g1 * self.attn(
             modulate(self.norm1(x), sh1, sc1), rope, masks[0], cache, layer, write
         )
@@ -298,6 +360,7 @@ class DiT(nn.Module):
             )
             if self.action_to_tokens is None:
                 self.action_to_tokens = nn.Linear(d, d)
+        self.points = StatePoints(cfg) if cfg.state_points and cfg.state_dim else None
         self.text_embed = nn.Embedding(cfg.text_vocab, d) if cfg.text_vocab else None
         self.rope = Rope3D(d // cfg.heads, cfg.rope_theta)
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
@@ -307,7 +370,8 @@ class DiT(nn.Module):
     def initialize_weights(self) -> None:
         """DiT init. Zero-initialised, so that at init every block is the identity and the
         output is 0 (D(x) = c_skip·x): each block's adaLN modulation (shift, scale AND gate),
-        the final adaLN and output projection, and every per-block Plücker-ray projection."""
+        the final adaLN and output projection, and every per-block Plücker-ray and
+        state-point projection."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -321,9 +385,10 @@ class DiT(nn.Module):
         for block in self.blocks:
             nn.init.zeros_(block.ada_ln[-1].weight)  # gates 0 → block = identity
             nn.init.zeros_(block.ada_ln[-1].bias)
-            if block.ray_proj is not None:
-                nn.init.zeros_(block.ray_proj.weight)
-                nn.init.zeros_(block.ray_proj.bias)
+            for proj in (block.ray_proj, block.point_proj):
+                if proj is not None:
+                    nn.init.zeros_(proj.weight)
+                    nn.init.zeros_(proj.bias)
         for p in (*self.final.ada_ln[-1].parameters(), *self.final.linear.parameters()):
             nn.init.zeros_(p)
         if self.action_to_tokens is not None:
@@ -389,8 +454,11 @@ class DiT(nn.Module):
             text = self.text_embed(ids)  # (B, L, D)
             cross_mask = AttentionMask(token_doc_q, text_doc)
         masks = (self_mask, cross_mask)
+        points = None
+        if self.points is not None and cond.states is not None:
+            points = self.points(cond.states, lay).to(h.dtype)
         for i, block in enumerate(self.blocks):
-            h = block(h, c, frame_idx, rope, masks, cond.rays, text, cache, i, write_cache)
+            h = block(h, c, frame_idx, rope, masks, cond.rays, points, text, cache, i, write_cache)
         if cache is not None and write_cache:
             cache.commit(token_doc, token_time)
         return self.final(h, c, frame_idx), h

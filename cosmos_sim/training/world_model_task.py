@@ -515,9 +515,11 @@ def train_world_model(
     action_blind: bool = False,
     self_forcing: float = 0.0,
     init: Path | None = None,
+    state_points: bool = False,
 ) -> dict:
     """Train a diffusion world model on cached latents (resumable): action-conditioned, plus
-    camera rays, folded views or the instruction for the other ``variant``s."""
+    camera rays, folded views or the instruction for the other ``variant``s; with
+    ``state_points``, the DiT also sees where the state's points fall in each view."""
     from cosmos_sim.training.trainer import Trainer, TrainerConfig
 
     variants.check_variant(variant)
@@ -543,6 +545,10 @@ def train_world_model(
         seqs, recipe.frames, batch_size or recipe.batch_size, n_context=None, seed=seed
     )
     latent_shape = tuple(seqs.latents[0].shape[-3:])
+    if state_points and not action_blind:
+        controls |= variants.state_point_controls(
+            variant, stores, cams, state_stats.mean, state_stats.std, latent_shape[1:]
+        )
     torch.manual_seed(seed)
     # EDM's sigma_data is the latents' standard deviation (Karras et al. 2022, sec. 5).
     # The residual model diffuses frame-to-frame differences: their std is its sigma_data.

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cosmos_sim.conditioning import points
 from cosmos_sim.conditioning.multiview import fold_views
 from cosmos_sim.conditioning.rays import clip_plucker_rays, scale_intrinsics
 from cosmos_sim.data.store import EpisodeStore
@@ -82,6 +83,67 @@ def variant_setup(
         check_instructions(stores)
         return cams, {"text_vocab": dit_preset(preset).text_vocab}
     return cams, {}
+
+
+def state_point_controls(
+    variant: str,
+    stores: Sequence[EpisodeStore],
+    cams: Sequence[str],
+    mean: np.ndarray,
+    std: np.ndarray,
+    grid: tuple[int, int],
+) -> dict:
+    """``state_points`` for the DiT (``conditioning/points.py``): one homography per view
+    from each camera's K and pose, which must be fixed over every store (checked on each
+    store's first and last episode); point heights from the MuJoCo task the stores record."""
+    from cosmos_sim.bridge.record import MUJOCO_SOURCE, source_task
+
+    spec = stores[0].spec
+    if variant == "camera" or (variant != "multiview" and len(cams) > 1):
+        raise ConfigError(
+            "state points need fixed cameras, one per view: train one camera (or --variant "
+            "multiview)",
+            field="state_points",
+            found=f"variant {variant}, cameras {list(cams)}",
+        )
+    if not str(spec.source).startswith(MUJOCO_SOURCE):
+        raise ConfigError(
+            "state points need the height of each state point: built-in MuJoCo tasks only",
+            path=stores[0].path,
+            field="source",
+            found=spec.source,
+        )
+    heights = points.mujoco_point_heights(source_task(spec.source))
+    cameras = []
+    for cam in cams:
+        K, pose, where = [], [], []
+        for store in stores:
+            for ep in sorted({0, len(store) - 1}):
+                w = store.read_window(
+                    ep,
+                    0,
+                    store.episode_length(ep),
+                    cameras=[cam],
+                    fields=("intrinsics", "world_from_camera"),
+                )
+                K.append(w["intrinsics"][cam])
+                pose.append(w["world_from_camera"][cam])
+            where.append(str(store.path))
+        cameras.append(
+            points.fixed_camera(
+                np.concatenate(K), np.concatenate(pose), f"{', '.join(where)}:{cam}"
+            )
+        )
+    image = (spec.cameras[cams[0]].height, spec.cameras[cams[0]].width)
+    found = points.state_point_config(spec.state_names, heights, mean, std, cameras, image, grid)
+    if not found:
+        raise ConfigError(
+            "no planar <point>.x / <point>.y pairs with a known height in the state",
+            path=stores[0].path,
+            field="state_names",
+            found=list(spec.state_names),
+        )
+    return {"state_points": found}
 
 
 def export_fields(data: dict, dit: DiTConfig) -> dict:

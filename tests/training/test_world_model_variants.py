@@ -293,3 +293,62 @@ def test_data_a_variant_cannot_use_is_a_clear_error(
             dit_overrides=TINY_DIT,
         )
     assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize(("variant", "cameras"), [("action", ["side"]), ("multiview", None)])
+def test_state_points_train_export_and_load(data, tmp_path, variant, cameras):
+    """--state-points: one homography per view, from the store's fixed cameras, saved in the
+    model's config and read back; the exported model runs on the variant's batches."""
+    run = tmp_path / "run"
+    train_world_model(
+        [data.push],
+        data.tok,
+        run,
+        variant=variant,
+        cameras=cameras,
+        steps=2,
+        batch_size=2,
+        progress=False,
+        checkpoint_every=2,
+        dit_overrides=TINY_DIT,
+        state_points=True,
+    )
+    loaded = zoo.load_model(export_world_model(run, tmp_path / "wm"))
+    model, cams = loaded.module, loaded.config["cameras"]
+    points = model.cfg.wm.dit.state_points
+    assert [p["name"] for p in points] == ["ee", "block", "goal"]
+    assert all(len(p["homographies"]) == len(cams) for p in points)
+    assert model.wm.dit.points is not None and model.wm.dit.blocks[0].point_proj is not None
+    _, seqs = _sequences(data, data.push, cams)
+    if variant == "multiview":
+        seqs = fold_cameras(seqs, cams)
+    batch = LatentClipLoader(seqs, frames=3, batch_size=2, n_context=2, seed=1).batch(0)
+    with torch.no_grad():
+        out = model.wm.training_step({k: v for k, v in batch.items() if not k.startswith("step_")})
+    assert np.isfinite(out[1]["loss"])
+
+
+@pytest.mark.parametrize(
+    ("variant", "store", "cameras", "message"),
+    [
+        ("camera", "nav", None, "state points need fixed cameras"),
+        ("action", "push", None, "one per view"),  # two cameras, one view index
+    ],
+)
+def test_state_points_refuse_cameras_they_cannot_use(
+    data, tmp_path, variant, store, cameras, message
+):
+    with pytest.raises(ConfigError, match=message):
+        train_world_model(
+            [getattr(data, store)],
+            data.tok,
+            tmp_path / "run",
+            variant=variant,
+            cameras=cameras,
+            steps=1,
+            batch_size=2,
+            progress=False,
+            dit_overrides=TINY_DIT,
+            state_points=True,
+        )
+    assert not (tmp_path / "run").exists()
