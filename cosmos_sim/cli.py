@@ -428,10 +428,22 @@ def train_world_model_cmd(
             "project in each fixed camera (MuJoCo tasks).",
         ),
     ] = False,
+    keep_state_heads: Annotated[
+        bool,
+        typer.Option(
+            "--keep-state-heads",
+            help="With --init: the export keeps that model's proprio-state heads (stage 2) "
+            "and takes only the diffusion part from this run.",
+        ),
+    ] = False,
 ) -> None:
     """Train a diffusion world model on a store's cached latents (resumable)."""
     from cosmos_sim.training.world_model_task import export_world_model, train_world_model
 
+    if keep_state_heads and (init is None or export is None):
+        raise typer.BadParameter(
+            "needs --init (the heads' model) and --export", param_hint="--keep-state-heads"
+        )
     out = out or Path("runs") / f"wm-{variant}{'-dry' if dry_run else ''}"
     summary = train_world_model(
         data,
@@ -452,7 +464,8 @@ def train_world_model_cmd(
         f"step {summary['step']}  loss {summary['loss']:.4f}  {summary['samples_per_s']:.1f} samples/s → {out}"
     )
     if export is not None:
-        console.print(f"exported {export_world_model(out, export)}")
+        heads = init if keep_state_heads else None
+        console.print(f"exported {export_world_model(out, export, state_heads_from=heads)}")
 
 
 @train_app.command("state-heads")

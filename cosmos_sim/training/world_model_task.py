@@ -610,6 +610,33 @@ def train_world_model(
     return summary
 
 
+def with_state_heads_of(model, source: Path, stats: dict):
+    """``model``'s diffusion part (DiT, next-action and reward heads) with the proprio-state
+    heads (probe, dynamics, readout) and their settings of the exported model ``source`` —
+    post-training the DiT of a model whose stage-2 heads are done keeps them as they were.
+    Both must normalise the state alike."""
+    from cosmos_sim.models.world_model import ActionWorldModel, ActionWorldModelConfig
+
+    src = zoo.load_model(source)
+    for key in ("state_mean", "state_std"):
+        if not np.allclose(
+            (src.stats or {}).get(key, []), stats.get(key, []), rtol=1e-5, atol=1e-7
+        ):
+            raise ConfigError(
+                "the state heads to keep were trained with another state normalisation "
+                "(train on the same stores)",
+                path=src.path / "stats.json",
+                field=key,
+            )
+    cfg = ActionWorldModelConfig(**{**src.module.cfg.to_dict(), "wm": model.cfg.wm.to_dict()})
+    out = ActionWorldModel(cfg)
+    ours, theirs = model.state_dict(), src.module.state_dict()
+    out.load_state_dict(
+        {k: (ours[k] if k.startswith("wm.") else theirs[k].float()) for k in out.state_dict()}
+    )
+    return out
+
+
 def _portable(path: str) -> str:
     """``path`` relative to the working directory when under it (a clone elsewhere then
     finds it too), else as given."""
@@ -620,9 +647,14 @@ def _portable(path: str) -> str:
 
 
 def export_world_model(
-    run_dir: Path, model_dir: Path, card: str | None = None, use_ema: bool = True
+    run_dir: Path,
+    model_dir: Path,
+    card: str | None = None,
+    use_ema: bool = True,
+    state_heads_from: Path | None = None,
 ) -> Path:
-    """Write the newest checkpoint of `run_dir` (EMA weights) as a zoo model directory.
+    """Write the newest checkpoint of `run_dir` (EMA weights) as a zoo model directory;
+    with ``state_heads_from``, that model's proprio-state heads (:func:`with_state_heads_of`).
 
     Besides the model, config.toml records what an env needs to drive it: the ``variant``,
     the ``cameras`` (the view order of a multi-view model), ``views``, whether it takes
@@ -647,6 +679,9 @@ def export_world_model(
                 p.copy_(tensors[f"ema.{i}"])
     data = meta["config"]["data"]
     stats = json.loads((Path(run_dir) / "stats.json").read_text())
+    if state_heads_from is not None:
+        model = with_state_heads_of(model, Path(state_heads_from), stats)
+        cfg = model.cfg
     extra = {
         "trained_steps": int(meta["step"]),
         "wall_time_s": round(float(meta.get("wall_time", 0.0)), 1),

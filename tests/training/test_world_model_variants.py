@@ -4,6 +4,8 @@ camera) and a 2-camera push store, recorded and tokenized here → batches → 2
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from cosmos_sim.errors import ConfigError, StoreError
 from cosmos_sim.models import zoo
 from cosmos_sim.models.dit import PRESETS, hash_instruction
 from cosmos_sim.models.world_model import ActionWorldModel
+from cosmos_sim.training.tokenizer_task import tokenize_store
 from cosmos_sim.training.world_model_task import (
     CHUNK,
     LatentClipLoader,
@@ -352,3 +355,43 @@ def test_state_points_refuse_cameras_they_cannot_use(
             state_points=True,
         )
     assert not (tmp_path / "run").exists()
+
+
+def test_post_training_keeps_the_state_heads_it_is_asked_to(data, odd_stores, tmp_path):
+    """--init A --state-points --keep-state-heads: the export's diffusion part is the new
+    run's, its proprio-state heads (and their settings) A's, bit for bit; heads trained on
+    another state normalisation are refused."""
+
+    def train(store, out, **kw):
+        train_world_model(
+            [store],
+            data.tok,
+            out,
+            cameras=["front"],
+            steps=2,
+            batch_size=2,
+            progress=False,
+            checkpoint_every=2,
+            dit_overrides=TINY_DIT,
+            **kw,
+        )
+        return out
+
+    base = export_world_model(train(data.push, tmp_path / "a"), tmp_path / "a-wm")
+    run = train(data.push, tmp_path / "b", init=base, state_points=True, seed=1)
+    a = zoo.load_model(base).module.state_dict()
+    b = zoo.load_model(export_world_model(run, tmp_path / "b-wm")).module.state_dict()
+    kept = zoo.load_model(export_world_model(run, tmp_path / "k-wm", state_heads_from=base))
+    k = kept.module.state_dict()
+    assert kept.module.cfg.wm.dit.state_points and kept.module.cfg.dynamics_hidden
+    heads = [n for n in a if not n.startswith("wm.")]
+    assert heads and all(torch.equal(k[n], a[n]) for n in heads)
+    assert all(torch.equal(k[n], b[n]) for n in b if n.startswith("wm."))
+    assert any(not torch.equal(a[n], b[n]) for n in heads)  # the run moved its own heads
+    other_store = tmp_path / "other.zarr"  # one more push episode: other state statistics
+    shutil.copytree(odd_stores["front-only"], other_store)
+    tokenize_store(other_store, data.tok)
+    other = train(other_store, tmp_path / "c", init=base)
+    with pytest.raises(ConfigError, match="another state normalisation") as e:
+        export_world_model(other, tmp_path / "c-wm", state_heads_from=base)
+    assert "stats.json" in str(e.value)
