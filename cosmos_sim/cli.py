@@ -507,6 +507,29 @@ def train_state_heads_cmd(
     console.print(f"refit {r['windows']} windows × {steps} steps → {model}")
 
 
+@train_app.command("renderer")
+def train_renderer_cmd(
+    model: Annotated[Path, typer.Option(help="An exported action world model with state points.")],
+    data: Annotated[
+        list[Path],
+        typer.Option("--data", help="Tokenized episode store(s) of its task and camera."),
+    ],
+    steps: Annotated[int, typer.Option(min=1)] = 3000,
+    hidden: Annotated[int, typer.Option(min=8, help="Width of the renderer's conv net.")] = 64,
+) -> None:
+    """Fit the model's state renderer (latent frame from the state; minutes): the base its
+    DiT then diffuses the residual of. Saved back into the model directory."""
+    from cosmos_sim.training.renderer import fit_renderer
+
+    r = fit_renderer(model, data, steps=steps, hidden=hidden)
+    held = r["held_out_mse_from_first_frame"]
+    console.print(
+        f"renderer: train loss {r['train_loss_last100']:.4f}"
+        + ("" if held is None else f", held-out latent MSE from the first frame {held:.4f}")
+        + f" in {r['wall_time_s']:.0f} s → {model}"
+    )
+
+
 @app.command()
 def finetune(
     model: Annotated[str, typer.Option(help="World-model directory or shipped name to adapt.")],

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from cosmos_sim.errors import CameraError
 
@@ -24,6 +26,28 @@ from cosmos_sim.errors import CameraError
 # for its homography to still hold: the recorded cameras of a fixed-camera task are
 # bit-identical across episodes; a moving one (CameraNav) has rays instead.
 FIXED_CAMERA_TOLERANCE = 1e-4
+
+
+SIGMAS = (0.5, 1.5)  # latent pixels: a narrow and a wide bump
+FEATURES = 4  # per point: both bumps and the narrow one times the offset (dx, dy)
+
+
+def project(homographies: Tensor, xy: Tensor) -> Tensor:
+    """(..., K, 3, 3) homographies, (..., K, 2) normalised state pairs → (..., K, 2) latent
+    (column, row) coordinates."""
+    homog = torch.cat([xy, torch.ones_like(xy[..., :1])], -1)
+    uvw = (homographies @ homog[..., None])[..., 0]
+    return uvw[..., :2] / uvw[..., 2:].clamp_min(1e-3)  # points behind the camera: far away
+
+
+def point_features(uv: Tensor, centres: Tensor) -> Tensor:
+    """Points at (..., K, 2) latent coordinates seen from (..., 2) cell centres (x, y) →
+    (..., 4·K): per point, a narrow and a wide Gaussian of the distance d and the narrow one
+    times d (the sub-cell offset: an 8×8 latent grid is coarse for a 2 cm block)."""
+    d = uv - centres[..., None, :]
+    r2 = d.square().sum(-1, keepdim=True)
+    near, wide = (torch.exp(-r2 / (2 * s**2)) for s in SIGMAS)
+    return torch.cat([near, wide, near * d.clamp(-2, 2)], -1).flatten(-2)
 
 
 def planar_points(state_names: Sequence[str]) -> list[tuple[str, int, int]]:

@@ -75,7 +75,11 @@ def _next_frame(model, cache, chunk, time, previous: Tensor, sampler: Sampler, *
 class CachedRollout:
     """Action, multi-view and instruction models: a KV cache of the context, appended to
     every step. With guidance, an instruction model keeps a second cache of the same context
-    encoded without the instruction: guidance's unconditional branch, as in training."""
+    encoded without the instruction: guidance's unconditional branch, as in training.
+
+    A model with a state renderer draws each new frame as the renderer's frame (from the
+    episode's first frame and the states) plus the DiT's sampled residual: the renderer's
+    frame is the base the residual DiT adds to, where other models use the previous frame."""
 
     def __init__(self, model: torch.nn.Module, context_frames: int, views: int = 1) -> None:
         self.model, self.context_frames, self.views = model, context_frames, views
@@ -84,6 +88,9 @@ class CachedRollout:
         self._instruction: Tensor | None = None  # (B, L) long the episode's hashed words
         self._last: Tensor | None = None  # (B, V, C, h, w) the newest time step
         self._time = 0
+        # the renderer's reference: the episode's first time step and state; the newest state
+        self._ref: tuple[Tensor, Tensor] | None = None
+        self._state: Tensor | None = None
 
     def _per_view(self, state: Tensor | None) -> Tensor | None:
         """(B, S) → (B, V, S): every view of a time step carries its state."""
@@ -108,7 +115,18 @@ class CachedRollout:
             if instruction_ids is not None and sampler.guidance != 1.0:
                 self._uncond, _ = self.model.prefill(latents, states=states, views=self.views)
         self._last, self._time, self._instruction = latents, 0, instruction_ids
+        if getattr(self.model, "renderer", None) is not None:
+            self._ref, self._state = (latents[:, 0].float(), states[:, 0].float()), states[:, 0]
         return _float(next_action)
+
+    def _base(self, state: Tensor | None) -> Tensor:
+        """What the new frame is drawn relative to: the previous frame, or the renderer's."""
+        if self._ref is None:
+            return self._last
+        ref, s_ref = self._ref
+        base = self.model.render(ref, s_ref, self._state.float(), state.float())
+        self._state = state
+        return base[:, None]
 
     @torch.no_grad()
     def step(self, chunk: Tensor, state: Tensor | None, sampler: Sampler, poses=None):
@@ -120,7 +138,7 @@ class CachedRollout:
                 self._cache,
                 chunk,
                 time,
-                self._last,
+                self._base(state),
                 sampler,
                 state=state,
                 views=self.views,

@@ -473,7 +473,12 @@ class DiffusionWorldModel(nn.Module):
         x0 = tb.tokens
         if self.training and self.cfg.self_forcing and torch.rand(()) < self.cfg.self_forcing:
             x0 = self.self_forced_tokens(tb, cond)
-        if self.cfg.residual:
+        if self.cfg.residual and batch.get("base") is not None:
+            # another base than the previous frame: (B, T, C, h, w) latents (a state renderer's)
+            base = self.token_batch({**batch, "latents": batch["base"]}).tokens
+            target = tb.is_target.gather(1, tb.layout.token_frame)[..., None]
+            x0 = torch.where(target, x0 - base, x0)
+        elif self.cfg.residual:
             x0 = self.to_residual(x0, tb.is_target, tb.layout)
         if self.training:
             cond = self.drop_conditions(tb, cond)

@@ -1,14 +1,16 @@
-"""Heads beside the denoiser: next action chunk, and reward / success from latents.
-
-Both work per latent frame on token rows laid out by a ``SequenceLayout`` (plain or
-packed), pooling a frame's tokens with :func:`frame_mean`.
+"""Heads beside the denoiser: next action chunk, and reward / success from latents (per
+latent frame on token rows laid out by a ``SequenceLayout``, plain or packed, pooling a
+frame's tokens with :func:`frame_mean`); the proprio-state heads (dynamics, readout) and
+the state renderer, the regression half of a CorrDiff-style world model.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cosmos_sim.conditioning import points
 from cosmos_sim.errors import ConfigError
 
 
@@ -174,3 +176,107 @@ class StateReadout(nn.Module):
             state = torch.cat([state, words.expand(*state.shape[:-1], -1)], dim=-1)
         out = self.net(state)
         return out[..., 0], out[..., 1]
+
+
+class _FiLMBlock(nn.Module):
+    """Residual conv block whose normalised features are scaled / shifted by a vector."""
+
+    def __init__(self, width: int, cond_dim: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.GroupNorm(8, width), nn.GroupNorm(8, width)
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.film = nn.Linear(cond_dim, 2 * width)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        scale, shift = self.film(cond)[..., None, None].chunk(2, dim=1)
+        h = self.norm2(self.conv1(F.silu(self.norm1(x)))) * (1 + scale) + shift
+        return x + self.conv2(F.silu(h))
+
+
+class StateRenderer(nn.Module):
+    """A latent frame from the proprio state: the regression half of a CorrDiff-style model
+    (Mardani et al. 2024, NVIDIA: a regression network predicts the mean, a diffusion model
+    the residual). The frames of a tabletop scene are nearly a function of its state, which
+    a small conv net learns in minutes where the DiT, from actions and a global state
+    embedding, had not learned to move the arm at all; the DiT then diffuses only what the
+    rendering misses.
+
+    In: a reference latent frame of the episode (its first: the scene's look), the states
+    at the reference, at the previous and at the new frame (a latent frame spans the c video
+    frames between them), each also as state-point maps in the view
+    (:mod:`cosmos_sim.conditioning.points`). Out: the new latent frame (reference + change;
+    the change starts at zero).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        height: int,
+        width: int,
+        state_dim: int,
+        state_points: list[dict],
+        hidden: int = 64,
+        depth: int = 6,
+    ) -> None:
+        super().__init__()
+        if not state_points:
+            raise ConfigError(
+                "a state renderer needs the DiT's state points (train with --state-points)",
+                field="state_points",
+            )
+        views = len(state_points[0]["homographies"])
+        mats = [[p["homographies"][v] for p in state_points] for v in range(views)]
+        self.register_buffer("index", torch.tensor([[p["x"], p["y"]] for p in state_points]), False)
+        self.register_buffer(
+            "homography", torch.tensor(mats).view(views, len(state_points), 3, 3), False
+        )
+        ys, xs = torch.meshgrid(
+            torch.arange(height, dtype=torch.float32),
+            torch.arange(width, dtype=torch.float32),
+            indexing="ij",
+        )
+        self.register_buffer("centres", torch.stack([xs, ys], -1), False)  # (h, w, 2)
+        n_maps = 3 * points.FEATURES * len(state_points)
+        cond_dim = 4 * hidden
+        self.inp = nn.Conv2d(channels + n_maps + 2, hidden, 3, padding=1)
+        self.cond = nn.Sequential(
+            nn.Linear(3 * state_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim)
+        )
+        self.blocks = nn.ModuleList(_FiLMBlock(hidden, cond_dim) for _ in range(depth))
+        self.out = nn.Conv2d(hidden, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def _maps(self, state: Tensor, view: Tensor) -> Tensor:
+        """(B, S) normalised state, (B,) view → (B, 4·K, h, w) point maps."""
+        uv = points.project(self.homography[view], state[:, self.index])  # (B, K, 2)
+        feats = points.point_features(uv[:, None, None], self.centres)  # (B, h, w, 4K)
+        return feats.permute(0, 3, 1, 2)
+
+    def forward(
+        self,
+        reference: Tensor,
+        s_ref: Tensor,
+        s_prev: Tensor,
+        s_new: Tensor,
+        view: Tensor | None = None,
+    ) -> Tensor:
+        """(B, C, h, w) reference latents, (B, S) normalised states, (B,) view → (B, C, h, w)."""
+        b = reference.shape[0]
+        view = torch.zeros(b, dtype=torch.long, device=reference.device) if view is None else view
+        dtype = reference.dtype
+        states = [s.float() for s in (s_ref, s_prev, s_new)]
+        coords = (self.centres / self.centres.amax((0, 1)).clamp_min(1) * 2 - 1).permute(2, 0, 1)
+        x = torch.cat(
+            [
+                reference.float(),
+                *(self._maps(s, view) for s in states),
+                coords.expand(b, -1, -1, -1),
+            ],
+            dim=1,
+        )
+        h, c = self.inp(x), self.cond(torch.cat(states, dim=-1))
+        for block in self.blocks:
+            h = block(h, c)
+        return (reference.float() + self.out(F.silu(h))).to(dtype)

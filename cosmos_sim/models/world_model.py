@@ -37,7 +37,7 @@ from cosmos_sim.data.packing import Clip, pack_clips, unpack
 from cosmos_sim.errors import ConfigError
 from cosmos_sim.models.diffusion import GUIDE_ALL, DiffusionWorldModel, WorldModelConfig
 from cosmos_sim.models.dit import hash_instruction
-from cosmos_sim.models.heads import FrameProbe, StateDynamics, StateReadout
+from cosmos_sim.models.heads import FrameProbe, StateDynamics, StateReadout, StateRenderer
 
 
 @dataclass
@@ -58,6 +58,7 @@ class ActionWorldModelConfig:
     dynamics_hidden: int = 0  # > 0: proprio state dynamics + readout heads (see module doc)
     dynamics_noise: float = 0.02  # std of noise on the dynamics head's input state in training
     dynamics_substeps: bool = False  # the dynamics head steps once per control action
+    renderer_hidden: int = 0  # > 0: a StateRenderer this wide is the DiT's residual base
 
     def __post_init__(self) -> None:
         if isinstance(self.wm, dict):
@@ -68,6 +69,8 @@ class ActionWorldModelConfig:
     def to_dict(self) -> dict:
         # (dynamics_substeps only when set: older runs' configs stay as they were and resume)
         extra = {"dynamics_substeps": True} if self.dynamics_substeps else {}
+        if self.renderer_hidden:
+            extra["renderer_hidden"] = self.renderer_hidden
         return extra | {
             "wm": self.wm.to_dict(),
             "probe": dict(self.probe.__dict__),
@@ -96,6 +99,11 @@ class ActionWorldModel(nn.Module):
                 cfg.dynamics_substeps,
             )
             self.readout = StateReadout(p.state_dim, cfg.dynamics_hidden, d.text_vocab)
+        self.renderer = None
+        if cfg.renderer_hidden:
+            self.renderer = StateRenderer(
+                p.channels, p.height, p.width, p.state_dim, d.state_points, cfg.renderer_hidden
+            )
 
     @classmethod
     def from_config(cls, config: dict) -> ActionWorldModel:
@@ -122,6 +130,8 @@ class ActionWorldModel(nn.Module):
             "instruction_ids",
         )
         wm_batch = {k: batch[k] for k in keys if k in batch}
+        if self.renderer is not None:  # the DiT diffuses what the renderer misses
+            wm_batch["base"] = self.render_clip(batch["latents"], batch["state"])
         loss, metrics = self.wm.training_step(wm_batch)
         if self.dynamics is not None:
             loss = loss + self._state_losses(batch, metrics)
@@ -143,6 +153,27 @@ class ActionWorldModel(nn.Module):
             "loss": loss.item(),
         }
         return loss, metrics
+
+    @torch.no_grad()
+    def render_clip(self, latents: Tensor, state: Tensor) -> Tensor:
+        """(B, T, C, h, w) clip, (B, T, S) its states → the renderer's frames 1 … T − 1 from
+        frame 0 as the reference (frame 0 itself is kept): the residual base in training."""
+        b, t = latents.shape[:2]
+        ref = latents[:, :1].expand(-1, t - 1, -1, -1, -1).flatten(0, 1)
+        s = state.float()
+        out = self.render(
+            ref,
+            s[:, :1].expand(-1, t - 1, -1).flatten(0, 1),
+            s[:, :-1].flatten(0, 1),
+            s[:, 1:].flatten(0, 1),
+        )
+        return torch.cat([latents[:, :1], out.unflatten(0, (b, t - 1))], 1)
+
+    def render(self, reference, s_ref, s_prev, s_new, view=None) -> Tensor:
+        """The state renderer's latent frame (B, C, h, w); see :class:`StateRenderer`."""
+        if self.renderer is None:
+            raise ConfigError("this world model has no state renderer", field="renderer_hidden")
+        return self.renderer(reference, s_ref, s_prev, s_new, view)
 
     def _state_losses(self, batch: dict, metrics: dict) -> Tensor:
         """Dynamics: unroll from the clip's first state with every chunk (``actions_all``:

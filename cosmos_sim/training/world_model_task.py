@@ -421,6 +421,7 @@ def build_model(
     folded_views: bool = False,
     action_blind: bool = False,
     self_forcing: float = 0.0,
+    renderer_hidden: int = 0,
     **dit_overrides,
 ):
     """The world model of ``preset`` with the given controls (``dit_overrides``); trained on
@@ -455,6 +456,7 @@ def build_model(
         ),
         probe=ProbeConfig(channels=c, height=h, width=w, state_dim=state_dim),
         dynamics_hidden=256,
+        renderer_hidden=renderer_hidden,
     )
     return (variants.FoldedViewsWorldModel if folded_views else ActionWorldModel)(cfg)
 
@@ -564,6 +566,8 @@ def train_world_model(
         folded_views=variant == "multiview",
         action_blind=action_blind,
         self_forcing=self_forcing,
+        # post-training a model with a state renderer: its DiT learns the renderer's residual
+        renderer_hidden=zoo.read_config(init)["config"].get("renderer_hidden", 0) if init else 0,
         **controls,
     )
     if init is not None:

@@ -395,3 +395,79 @@ def test_post_training_keeps_the_state_heads_it_is_asked_to(data, odd_stores, tm
     with pytest.raises(ConfigError, match="another state normalisation") as e:
         export_world_model(other, tmp_path / "c-wm", state_heads_from=base)
     assert "stats.json" in str(e.value)
+
+
+def test_state_renderer_fits_saves_and_is_the_rollouts_base(data, tmp_path):
+    """train renderer: the renderer learns (held-out error below the reference frame's own),
+    is saved in the model and loads back; the env's rollout then draws each frame relative
+    to the renderer's frame instead of the previous one."""
+    from cosmos_sim.device import Precision
+    from cosmos_sim.envs.world_model_rollouts import CachedRollout, Sampler
+    from cosmos_sim.training.renderer import fit_renderer, held_out_error
+
+    run = tmp_path / "run"
+    train_world_model(
+        [data.push],
+        data.tok,
+        run,
+        cameras=["front"],
+        steps=2,
+        batch_size=2,
+        progress=False,
+        checkpoint_every=2,
+        dit_overrides=TINY_DIT,
+        state_points=True,
+    )
+    wm = export_world_model(run, tmp_path / "wm")
+    with pytest.raises(ConfigError, match="no state renderer"):
+        zoo.load_model(wm).module.render(*[None] * 4)
+    result = fit_renderer(wm, [data.push], steps=150, hidden=16, progress=False)
+    model = zoo.load_model(wm).module.float()
+    assert model.cfg.renderer_hidden == 16 and model.renderer is not None
+    # (2 episodes: no held-out split) — score on the training episodes from their first frame
+    store, seqs = _sequences(data, data.push, ["front"])
+    lat = [torch.from_numpy(x) for x in seqs.latents]
+    st = [torch.from_numpy(x).float() for x in seqs.state]
+    copy = float(np.mean([((x[1:] - x[:1]) ** 2).mean().item() for x in lat]))
+    assert result["held_out_mse_from_first_frame"] is None
+    assert held_out_error(model.renderer, lat, st) < 0.8 * copy
+    # the rollout's base is the renderer's frame
+    torch.nn.init.normal_(model.renderer.out.weight, std=0.5)  # far from the previous frame
+    sampler = Sampler(
+        None,
+        None,
+        1.0,
+        torch.Generator().manual_seed(0),
+        Precision(torch.device("cpu"), None, 0, "fp32"),
+    )
+    roll = CachedRollout(model, context_frames=2)
+    first, s0 = lat[0][:1][None], st[0][:1]
+    roll.start(first, s0, sampler)
+    chunk = torch.zeros(1, CHUNK, model.action_dim)
+    z, _ = roll.step(chunk, st[0][1:2], sampler)
+    with torch.no_grad():
+        rendered = model.render(first[:, 0], s0, s0, st[0][1:2])
+    assert (z[:, 0] - rendered).abs().mean() < 0.5 * (z[:, 0] - first[:, 0]).abs().mean()
+    # post-training the DiT on top of the renderer: it comes along (frozen), and stays
+    post = tmp_path / "post"
+    train_world_model(
+        [data.push],
+        data.tok,
+        post,
+        cameras=["front"],
+        steps=2,
+        batch_size=2,
+        progress=False,
+        checkpoint_every=2,
+        dit_overrides=TINY_DIT,
+        state_points=True,
+        init=wm,
+    )
+    kept = zoo.load_model(export_world_model(post, tmp_path / "post-wm", state_heads_from=wm))
+    assert kept.module.cfg.renderer_hidden == 16
+    mine = zoo.load_model(wm).module.state_dict()
+    assert all(
+        torch.equal(v, mine[k])
+        for k, v in kept.module.state_dict().items()
+        if k.startswith("renderer.")
+    )

@@ -1,0 +1,170 @@
+"""Fit an exported world model's state renderer (:class:`~cosmos_sim.models.heads.StateRenderer`).
+
+The renderer maps (a reference latent frame of the episode, the states at the reference,
+the previous and the new frame) to the new latent frame. It trains on every pair of
+latent frames of the stores' training episodes — the reference drawn anywhere before the
+target, so it serves the env's first frame as well as a training clip's — and is scored
+on the held-out episodes from their first frame, as the env uses it. Minutes on a CPU; the
+DiT is untouched, and afterwards trains against it as its residual base
+(``train world-model --init M --keep-state-heads``).
+
+    cosmos-sim train renderer --model models/M --data STORE [--data MORE]
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cosmos_sim.errors import ConfigError, StoreError
+from cosmos_sim.models import zoo
+from cosmos_sim.models.heads import StateRenderer
+
+
+def _pairs(seqs) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    return (
+        [torch.from_numpy(x) for x in seqs.latents],
+        [torch.from_numpy(x).float() for x in seqs.state],
+    )
+
+
+def _batch(latents, states, g: np.random.Generator, size: int, first_ref: bool = False):
+    """``size`` random (reference, previous, target) triples of latent frames of one episode."""
+    ep = g.integers(0, len(latents), size)
+    refs, s_ref, s_prev, s_new, target = [], [], [], [], []
+    for e in ep:
+        n = len(latents[e])
+        t = int(g.integers(1, n))
+        r = 0 if first_ref else int(g.integers(0, t))
+        refs.append(latents[e][r])
+        s_ref.append(states[e][r])
+        s_prev.append(states[e][t - 1])
+        s_new.append(states[e][t])
+        target.append(latents[e][t])
+    return [torch.stack(x) for x in (refs, s_ref, s_prev, s_new, target)]
+
+
+@torch.no_grad()
+def held_out_error(renderer: StateRenderer, latents, states) -> float:
+    """Mean squared latent error of every held-out frame rendered from its episode's first."""
+    errs = []
+    for lat, st in zip(latents, states, strict=True):
+        n = len(lat)
+        pred = renderer(
+            lat[:1].expand(n - 1, -1, -1, -1), st[:1].expand(n - 1, -1), st[:-1], st[1:]
+        )
+        errs.append(F.mse_loss(pred, lat[1:]).item())
+    return float(np.mean(errs))
+
+
+def fit_renderer(
+    model_dir: Path,
+    data: list[Path],
+    steps: int = 3000,
+    hidden: int = 64,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Add (or refit) the state renderer of an exported action / instruction world model
+    with state points, on its task's tokenized stores; save the model in place."""
+    from cosmos_sim.conditioning.actions import ActionStats
+    from cosmos_sim.data.store import EpisodeStore
+    from cosmos_sim.training.world_model_task import StateStats, load_sequences
+
+    loaded = zoo.load_model(model_dir)
+    meta, stats, model = loaded.config, loaded.stats or {}, loaded.module
+    if meta.get("views", 1) != 1 or meta.get("rays"):
+        raise ConfigError(
+            "a state renderer draws one fixed camera: action or instruction models only",
+            path=loaded.path,
+            field="variant",
+            found=meta.get("variant"),
+        )
+    dit = model.cfg.wm.dit
+    if not dit.state_points or not model.has_state:
+        raise ConfigError(
+            "a state renderer needs a model with proprio state and state points "
+            "(train world-model --state-points)",
+            path=Path(loaded.path) / "config.toml",
+            field="state_points",
+        )
+    stores = [EpisodeStore.open(p) for p in data]
+    for store in stores:
+        if store.spec.source != meta["task"]:
+            raise ConfigError(
+                f"a store of task {store.spec.source!r} for a {meta['task']!r} model",
+                path=store.path,
+                field="source",
+            )
+    a_stats = ActionStats.load(Path(loaded.path) / "stats.json")
+    s_stats = StateStats(
+        np.asarray(stats["state_mean"], np.float32), np.asarray(stats["state_std"], np.float32)
+    )
+    cams = list(meta["cameras"])
+    load = lambda split: load_sequences(  # noqa: E731
+        stores, meta["tokenizer_hash"], cams, a_stats, s_stats, split
+    )
+    train = _pairs(load("train"))
+    try:
+        held = _pairs(load("held-out"))
+    except StoreError:  # too few episodes for a held-out split: nothing to score
+        held = None
+    p = model.cfg.probe
+    torch.manual_seed(seed)
+    renderer = StateRenderer(p.channels, p.height, p.width, p.state_dim, dit.state_points, hidden)
+    opt = torch.optim.AdamW(renderer.parameters(), lr=lr, weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda i: (
+            min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, i / max(1, steps))))
+        ),
+    )
+    g = np.random.default_rng(seed)
+    t0, losses = time.perf_counter(), []
+    from rich.progress import Progress
+
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("renderer", total=steps)
+        for _ in range(steps):
+            ref, s_ref, s_prev, s_new, target = _batch(*train, g, batch_size)
+            loss = F.mse_loss(renderer(ref, s_ref, s_prev, s_new), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.update(task, advance=1, description=f"renderer loss {np.mean(losses[-50:]):.4f}")
+    renderer.eval()
+    result = {
+        "steps": steps,
+        "hidden": hidden,
+        "train_loss_last100": float(np.mean(losses[-100:])),
+        "held_out_mse_from_first_frame": None if held is None else held_out_error(renderer, *held),
+        "wall_time_s": round(time.perf_counter() - t0, 1),
+        "stores": [Path(p).name for p in data],
+    }
+    model.cfg.renderer_hidden = hidden
+    model.renderer = renderer
+    extra = {
+        k: v for k, v in meta.items() if k not in ("kind", "format_version", "dtype", "config")
+    }
+    extra["renderer"] = result
+    card = Path(loaded.path, "card.md")
+    zoo.save_model(
+        loaded.path,
+        loaded.kind,
+        model.cfg.to_dict(),
+        model.state_dict(),
+        stats=stats,
+        card=card.read_text() if card.exists() else None,
+        extra=extra,
+    )
+    return result
