@@ -62,6 +62,20 @@ def held_out_error(renderer: StateRenderer, latents, states) -> float:
     return float(np.mean(errs))
 
 
+def with_state_points(model, state_points: list[dict]):
+    """The same world model with ``state_points`` added to its DiT (zero-initialised)."""
+    from dataclasses import replace
+
+    from cosmos_sim.models.world_model import ActionWorldModel
+
+    cfg = model.cfg
+    cfg = replace(cfg, wm=replace(cfg.wm, dit=replace(cfg.wm.dit, state_points=state_points)))
+    out = ActionWorldModel(cfg)
+    missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(".point_proj." in k for k in missing), (missing, unexpected)
+    return out
+
+
 def fit_renderer(
     model_dir: Path,
     data: list[Path],
@@ -72,10 +86,12 @@ def fit_renderer(
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Add (or refit) the state renderer of an exported action / instruction world model
-    with state points, on its task's tokenized stores; save the model in place."""
+    """Add (or refit) the state renderer of an exported action / instruction world model on
+    its task's tokenized stores (adding state points to its DiT when it has none, from the
+    stores' fixed camera); save the model in place."""
     from cosmos_sim.conditioning.actions import ActionStats
     from cosmos_sim.data.store import EpisodeStore
+    from cosmos_sim.training import world_model_variants as variants
     from cosmos_sim.training.world_model_task import StateStats, load_sequences
 
     loaded = zoo.load_model(model_dir)
@@ -88,12 +104,11 @@ def fit_renderer(
             found=meta.get("variant"),
         )
     dit = model.cfg.wm.dit
-    if not dit.state_points or not model.has_state:
+    if not model.has_state:
         raise ConfigError(
-            "a state renderer needs a model with proprio state and state points "
-            "(train world-model --state-points)",
+            "a state renderer draws the proprio state: this model has none",
             path=Path(loaded.path) / "config.toml",
-            field="state_points",
+            field="dynamics_hidden",
         )
     stores = [EpisodeStore.open(p) for p in data]
     for store in stores:
@@ -116,6 +131,14 @@ def fit_renderer(
         held = _pairs(load("held-out"))
     except StoreError:  # too few episodes for a held-out split: nothing to score
         held = None
+    if not dit.state_points:  # the renderer's point maps; the DiT's new point projections
+        # start at zero, so the DiT computes what it did (see DiT.initialize_weights)
+        grid = tuple(train[0][0].shape[-2:])
+        points = variants.state_point_controls(
+            "action", stores, cams, s_stats.mean, s_stats.std, grid
+        )["state_points"]
+        model = with_state_points(model, points)
+        dit = model.cfg.wm.dit
     p = model.cfg.probe
     torch.manual_seed(seed)
     renderer = StateRenderer(p.channels, p.height, p.width, p.state_dim, dit.state_points, hidden)

@@ -398,9 +398,10 @@ def test_post_training_keeps_the_state_heads_it_is_asked_to(data, odd_stores, tm
 
 
 def test_state_renderer_fits_saves_and_is_the_rollouts_base(data, tmp_path):
-    """train renderer: the renderer learns (held-out error below the reference frame's own),
-    is saved in the model and loads back; the env's rollout then draws each frame relative
-    to the renderer's frame instead of the previous one."""
+    """train renderer: on a model without state points it adds them (from the store's fixed
+    camera); the renderer learns (error below the reference frame's own), is saved in the
+    model and loads back; the env's rollout then draws each frame relative to the
+    renderer's frame instead of the previous one."""
     from cosmos_sim.device import Precision
     from cosmos_sim.envs.world_model_rollouts import CachedRollout, Sampler
     from cosmos_sim.training.renderer import fit_renderer, held_out_error
@@ -416,7 +417,6 @@ def test_state_renderer_fits_saves_and_is_the_rollouts_base(data, tmp_path):
         progress=False,
         checkpoint_every=2,
         dit_overrides=TINY_DIT,
-        state_points=True,
     )
     wm = export_world_model(run, tmp_path / "wm")
     with pytest.raises(ConfigError, match="no state renderer"):
@@ -424,6 +424,7 @@ def test_state_renderer_fits_saves_and_is_the_rollouts_base(data, tmp_path):
     result = fit_renderer(wm, [data.push], steps=150, hidden=16, progress=False)
     model = zoo.load_model(wm).module.float()
     assert model.cfg.renderer_hidden == 16 and model.renderer is not None
+    assert [p["name"] for p in model.cfg.wm.dit.state_points] == ["ee", "block", "goal"]
     # (2 episodes: no held-out split) — score on the training episodes from their first frame
     store, seqs = _sequences(data, data.push, ["front"])
     lat = [torch.from_numpy(x) for x in seqs.latents]
