@@ -259,14 +259,15 @@ class KVCache:
         """[cached; new] keys and values for ``layer``; stored back when ``write``."""
         if self.k[layer] is None:
             pass
-        elif not write and not torch.is_grad_enabled():
-            return self._scratch_kv(layer, k, v)
+        elif not torch.is_grad_enabled() and (not write or layer in self._scratch):
+            # the denoising steps' buffer, new slots overwritten; on write it becomes the cache
+            k, v = self._scratch_kv(layer, k, v)
         else:
             k = torch.cat([self.k[layer], k], dim=2)
             v = torch.cat([self.v[layer], v], dim=2)
         if write:
             self.k[layer], self.v[layer] = k, v
-            self._scratch.clear()
+            self._scratch.pop(layer, None)
         return k, v
 
     def _scratch_kv(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -294,6 +295,9 @@ class KVCache:
         if len(times) <= n_blocks:
             return
         keep = self.block[0] >= times[-n_blocks]
+        start = int((~keep).sum())
+        if bool(keep[start:].all()):  # the usual case, the oldest times first: a view, no copy
+            keep = slice(start, None)
         self.k = [None if k is None else k[:, :, keep] for k in self.k]
         self.v = [None if v is None else v[:, :, keep] for v in self.v]
         self.doc, self.block = self.doc[:, keep], self.block[:, keep]

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
+from cosmos_sim.conditioning import points
 from cosmos_sim.data.packing import NULL_INSTRUCTION, SequenceLayout, TokenBatch
 from cosmos_sim.errors import ConfigError
 from cosmos_sim.models.attention import AttentionMask, KVCache, attention, resolve_backend
@@ -175,6 +176,32 @@ def gather_frames(x: Tensor, flat_index: Tensor) -> Tensor:
     return x.flatten(0, 1).index_select(0, flat_index).view(b, -1, d)
 
 
+class FrameSpread:
+    """Per-frame rows onto tokens held as (B, G, T, D) groups. Where every row's tokens are its
+    first G frames, T contiguous tokens each (the envs' batches), a frame's row broadcasts over
+    its T tokens: no (B, N, 9D) gather per block, and its bf16 → fp32 casts stay per frame.
+    Other layouts (packed rows) keep one group, G = 1, T = N, and gather per token."""
+
+    def __init__(self, token_frame: Tensor, n_frames: int) -> None:
+        b, n = token_frame.shape
+        t = int((token_frame[0] == 0).sum())  # tokens of the first frame
+        per_frame = torch.arange(n, device=token_frame.device) // max(t, 1)
+        regular = t > 0 and n % t == 0 and n // t <= n_frames
+        regular = regular and torch.equal(token_frame, per_frame.expand(b, n))
+        self.groups = (n // t, t) if regular else (1, n)
+        self.index = None if regular else frame_index(token_frame, n_frames)  # (B·N,)
+
+    def group(self, x: Tensor) -> Tensor:
+        """(B, N, K) per token → (B, G, T, K), a view."""
+        return x.view(x.shape[0], *self.groups, x.shape[-1])
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """(B, F, K) per frame → (B, G, 1, K) (broadcast over T) or (B, 1, N, K)."""
+        if self.index is None:
+            return x[:, : self.groups[0], None]
+        return self.group(gather_frames(x, self.index))
+
+
 class NoiseLevelEmbedder(nn.Module):
     """c_noise → sinusoidal features → MLP (DiT's TimestepEmbedder)."""
 
@@ -203,7 +230,7 @@ class Rope3D(nn.Module):
             )
 
     def forward(self, pos: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, N, 3) positions → cos, sin of shape (B, 1, N, hs/2)."""
+        """(B, N, 3) positions → cos, sin of shape (B, N, 1, 1, hs/2) (broadcast over q/k, heads)."""
         angles = torch.cat(
             [
                 pos[..., i, None].float() * f
@@ -211,11 +238,14 @@ class Rope3D(nn.Module):
             ],
             dim=-1,
         )
-        return angles.cos()[:, None], angles.sin()[:, None]
+        return angles.cos()[:, :, None, None], angles.sin()[:, :, None, None]
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
+    """Rotate (B, N, 2, nh, hs) queries and keys together, in fp32 (what mixing with the fp32
+    cos/sin promotes to anyway), rounded once to x's dtype: one cast of x up front, instead of
+    a strided cast per product (bf16 × fp32 on CPU copies its bf16 operand)."""
+    x1, x2 = x.float().chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
 
 
@@ -228,8 +258,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x, rope, mask, cache: KVCache | None, layer: int, write: bool) -> Tensor:
         b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # (B, nh, N, hs)
+        qkv = self.qkv(x).view(b, n, 3, self.heads, d // self.heads)
+        q, k = apply_rope(qkv[:, :, :2], *rope).permute(2, 0, 3, 1, 4)  # (B, nh, N, hs)
+        v = qkv[:, :, 2].transpose(1, 2)
         if cache is not None:  # context keys/values computed once, reused
             k, v = cache.attend_kv(layer, k, v, write)
         y = attention(q, k, v, mask, self.backend)
@@ -253,14 +284,8 @@ class CrossAttention(nn.Module):
 
 
 class StatePoints(nn.Module):
-    """Per-token maps of where each frame's state points project in the token's view.
-
-    A point at latent coordinates (u, v) gives every token at patch centre (x, y), with
-    d = (u − x, v − y) in latent pixels: a narrow and a wide Gaussian of |d| and the narrow
-    one times d (the sub-pixel offset: an 8×8 latent grid is coarse for a 2 cm block)."""
-
-    SIGMAS = (0.5, 1.5)  # latent pixels
-    FEATURES = 4  # per point
+    """Per-token maps of where each frame's state points project in the token's view
+    (:func:`~cosmos_sim.conditioning.points.point_features` at the token's patch centre)."""
 
     def __init__(self, cfg: DiTConfig) -> None:
         super().__init__()
@@ -270,22 +295,15 @@ class StatePoints(nn.Module):
         self.register_buffer("index", torch.tensor([[p["x"], p["y"]] for p in pts]), False)
         self.register_buffer("homography", torch.tensor(mats).view(views, len(pts), 3, 3), False)
         self.patch = cfg.patch_size
-        self.dim = self.FEATURES * len(pts)
+        self.dim = points.FEATURES * len(pts)
 
     def forward(self, states: Tensor, lay: SequenceLayout) -> Tensor:
         """(B, F, S) normalised states → (B, N, 4·K) features."""
-        b, f, _ = states.shape
-        xy = states.float()[:, :, self.index]  # (B, F, K, 2)
-        homog = torch.cat([xy, torch.ones_like(xy[..., :1])], -1)
         view = lay.frame_view.clamp(max=self.homography.shape[0] - 1)
-        uvw = torch.einsum("bfkij,bfkj->bfki", self.homography[view], homog)
-        uv = uvw[..., :2] / uvw[..., 2:].clamp_min(1e-3)  # (B, F, K, 2) column, row
+        uv = points.project(self.homography[view], states.float()[:, :, self.index])
         uv = uv.flatten(2).gather(1, lay.token_frame[..., None].expand(-1, -1, uv[0, 0].numel()))
         centre = lay.token_hw.flip(-1).float() * self.patch + (self.patch - 1) / 2  # (x, y)
-        d = uv.view(b, -1, xy.shape[2], 2) - centre[:, :, None]  # (B, N, K, 2)
-        r2 = d.square().sum(-1, keepdim=True)
-        near, wide = (torch.exp(-r2 / (2 * s**2)) for s in self.SIGMAS)
-        return torch.cat([near, wide, near * d.clamp(-2, 2)], -1).flatten(2)
+        return points.point_features(uv.unflatten(-1, (-1, 2)), centre)
 
 
 class DiTBlock(nn.Module):
@@ -303,23 +321,24 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
         self.ada_ln = nn.Sequential(nn.SiLU(), nn.Linear(d, 9 * d))
         self.ray_proj = nn.Linear(6 * cfg.patch_size**2, d) if cfg.rays else None
-        n_points = StatePoints.FEATURES * len(cfg.state_points)
+        n_points = points.FEATURES * len(cfg.state_points)
         self.point_proj = nn.Linear(n_points, d) if n_points else None
 
     def forward(
-        self, x, cond, frame_idx, rope, masks, rays, points, text, cache, layer, write
+        self, x, cond, frames, rope, masks, rays, points, text, cache, layer, write
     ) -> Tensor:
-        mod = gather_frames(self.ada_ln(cond), frame_idx)  # (B, N, 9D)
+        """x (B, G, T, D) tokens grouped by ``frames`` (:class:`FrameSpread`), cond (B, F, D)."""
+        mod = frames(self.ada_ln(cond))  # (B, G, 1, 9D) or (B, 1, N, 9D)
         sh1, sc1, g1, sh2, sc2, g2, sh3, sc3, g3 = mod.chunk(9, dim=-1)
         if self.ray_proj is not None and rays is not None:
-            x = x + self.ray_proj(rays)
+            x = x + frames.group(self.ray_proj(rays))
         if self.point_proj is not None and points is not None:
-            x = x + self.point_proj(points)
-        x = x + g1 * self.attn(
-            modulate(self.norm1(x), sh1, sc1), rope, masks[0], cache, layer, write
-        )
+            x = x + frames.group(self.point_proj(points))
+        h = modulate(self.norm1(x), sh1, sc1).flatten(1, 2)  # (B, N, D)
+        x = x + g1 * frames.group(self.attn(h, rope, masks[0], cache, layer, write))
         if self.cross is not None and text is not None:
-            x = x + g2 * self.cross(modulate(self.norm2(x), sh2, sc2), text, masks[1])
+            h = modulate(self.norm2(x), sh2, sc2).flatten(1, 2)
+            x = x + g2 * frames.group(self.cross(h, text, masks[1]))
         return x + g3 * self.mlp(modulate(self.norm3(x), sh3, sc3))
 
 
@@ -330,9 +349,9 @@ class FinalLayer(nn.Module):
         self.ada_ln = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 2 * cfg.dim))
         self.linear = nn.Linear(cfg.dim, cfg.token_dim)
 
-    def forward(self, x: Tensor, cond: Tensor, frame_idx: Tensor) -> Tensor:
-        shift, scale = gather_frames(self.ada_ln(cond), frame_idx).chunk(2, dim=-1)
-        return self.linear(modulate(self.norm(x), shift, scale))
+    def forward(self, x: Tensor, cond: Tensor, frames: FrameSpread) -> Tensor:
+        shift, scale = frames(self.ada_ln(cond)).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))  # (B, G, T, P)
 
 
 class DiT(nn.Module):
@@ -434,10 +453,11 @@ class DiT(nn.Module):
         h = h + self.row_embed[lay.token_hw[..., 0]] + self.col_embed[lay.token_hw[..., 1]]
         h = h + self.view_embed(lay.frame_view.gather(1, lay.token_frame))
         c, a = self.frame_conditioning(c_noise, cond)  # (B, F, D)
-        frame_idx = frame_index(lay.token_frame, c.shape[1])  # (B·N,) token → frame row
+        frames = FrameSpread(lay.token_frame, c.shape[1])  # token → frame row
+        h = frames.group(h)  # (B, G, T, D)
         if a is not None and self.action_to_tokens is not None:
-            h = h + gather_frames(self.action_to_tokens(a), frame_idx)
-        rope = self.rope(lay.token_positions())  # cos, sin (B, 1, N, hs/2)
+            h = h + frames(self.action_to_tokens(a))
+        rope = self.rope(lay.token_positions())  # cos, sin (B, N, 1, 1, hs/2)
         k_doc, k_time = (
             (token_doc, token_time) if cache is None else cache.keys_for(token_doc, token_time)
         )
@@ -454,14 +474,14 @@ class DiT(nn.Module):
             text = self.text_embed(ids)  # (B, L, D)
             cross_mask = AttentionMask(token_doc_q, text_doc)
         masks = (self_mask, cross_mask)
-        points = None
+        point_maps = None
         if self.points is not None and cond.states is not None:
-            points = self.points(cond.states, lay).to(h.dtype)
+            point_maps = self.points(cond.states, lay).to(h.dtype)
         for i, block in enumerate(self.blocks):
-            h = block(h, c, frame_idx, rope, masks, cond.rays, points, text, cache, i, write_cache)
+            h = block(h, c, frames, rope, masks, cond.rays, point_maps, text, cache, i, write_cache)
         if cache is not None and write_cache:
             cache.commit(token_doc, token_time)
-        return self.final(h, c, frame_idx), h
+        return self.final(h, c, frames).flatten(1, 2), h.flatten(1, 2)
 
     def check_layout(self, lay: SequenceLayout) -> None:
         """Refuse grids and views beyond the learned embeddings (a clear error, not an IndexError)."""

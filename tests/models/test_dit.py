@@ -7,8 +7,9 @@ import torch
 
 from cosmos_sim.data.packing import Clip, pack_clips
 from cosmos_sim.errors import ActionError, ConfigError
+from cosmos_sim.models import dit as dit_module
 from cosmos_sim.models.diffusion import DiffusionWorldModel, EDMConfig, WorldModelConfig
-from cosmos_sim.models.dit import Conditioning, DiT, DiTConfig, preset
+from cosmos_sim.models.dit import Conditioning, DiT, DiTConfig, FrameSpread, frame_index, preset
 
 
 def tiny_cfg(**kw) -> DiTConfig:
@@ -123,6 +124,32 @@ def test_kv_cached_sampling_equals_uncached_over_two_env_steps():
     assert len(cache) == 3 * 16
     torch.testing.assert_close(c1, gen1[:, 32:48], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(c2, gen2[:, 48:64], atol=1e-5, rtol=1e-5)
+
+
+class GatheredFrames(FrameSpread):
+    """The per-token gather for every layout (what packed rows use)."""
+
+    def __init__(self, token_frame: torch.Tensor, n_frames: int) -> None:
+        super().__init__(token_frame, n_frames)
+        self.groups, self.index = (1, token_frame.shape[1]), frame_index(token_frame, n_frames)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_frames_broadcast_equals_the_per_token_gather(monkeypatch, dtype):
+    m = tiny_model()
+    tb = m.token_batch(grid_batch(t=3))  # every row: 3 frames of 16 contiguous tokens
+    cond = Conditioning.from_batch(tb)
+    assert FrameSpread(tb.layout.token_frame, 3).index is None  # broadcast, no gather
+    clips = [Clip(torch.randn(t, 4, hw, hw), 1) for t, hw in ((3, 4), (2, 2))]
+    lay = pack_clips(clips, 1, [[0, 1]]).layout  # frames of 16 and 4 tokens: gathered
+    assert FrameSpread(lay.token_frame, lay.frame_doc.shape[1]).index is not None
+    sigma = torch.rand(tb.is_context.shape)
+    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        out, hidden = m.dit(tb.tokens, sigma, cond)
+        monkeypatch.setattr(dit_module, "FrameSpread", GatheredFrames)
+        out_g, hidden_g = m.dit(tb.tokens, sigma, cond)
+    assert out.shape == (2, 48, 4) and hidden.shape == (2, 48, 48)
+    assert torch.equal(out, out_g) and torch.equal(hidden, hidden_g)  # bit for bit
 
 
 def test_packed_documents_do_not_see_each_other():
