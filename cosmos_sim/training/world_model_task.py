@@ -698,6 +698,10 @@ def export_world_model(
         "image_size": data["image_size"],
         **variants.export_fields(data, cfg.wm.dit),
     }
+    if state_heads_from is not None:  # how the kept heads were fitted, and from where
+        source = zoo.read_config(state_heads_from)
+        extra["post_trained_from"] = _portable(str(state_heads_from))
+        extra |= {k: source[k] for k in ("state_heads", "renderer") if k in source}
     old_card = Path(model_dir) / "card.md"
     if card is None and old_card.exists():  # re-exporting keeps the model's card
         card = old_card.read_text()

@@ -466,6 +466,7 @@ def test_state_renderer_fits_saves_and_is_the_rollouts_base(data, tmp_path):
     )
     kept = zoo.load_model(export_world_model(post, tmp_path / "post-wm", state_heads_from=wm))
     assert kept.module.cfg.renderer_hidden == 16
+    assert kept.config["renderer"]["steps"] == 150 and kept.config["post_trained_from"]
     mine = zoo.load_model(wm).module.state_dict()
     assert all(
         torch.equal(v, mine[k])
