@@ -298,24 +298,28 @@ def test_data_a_variant_cannot_use_is_a_clear_error(
     assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
-@pytest.mark.parametrize(("variant", "cameras"), [("action", ["side"]), ("multiview", None)])
-def test_state_points_train_export_and_load(data, tmp_path, variant, cameras):
-    """--state-points: one homography per view, from the store's fixed cameras, saved in the
-    model's config and read back; the exported model runs on the variant's batches."""
-    run = tmp_path / "run"
+def _train(data, store, out, **kw):
+    """2 steps of the tiny DiT on ``store`` into the run directory ``out`` (returned)."""
     train_world_model(
-        [data.push],
+        [store],
         data.tok,
-        run,
-        variant=variant,
-        cameras=cameras,
+        out,
         steps=2,
         batch_size=2,
         progress=False,
         checkpoint_every=2,
         dit_overrides=TINY_DIT,
-        state_points=True,
+        **kw,
     )
+    return out
+
+
+@pytest.mark.parametrize(("variant", "cameras"), [("action", ["side"]), ("multiview", None)])
+def test_state_points_train_export_and_load(data, tmp_path, variant, cameras):
+    """--state-points: one homography per view, from the store's fixed cameras, saved in the
+    model's config and read back; the exported model runs on the variant's batches."""
+    run = tmp_path / "run"
+    _train(data, data.push, run, variant=variant, cameras=cameras, state_points=True)
     loaded = zoo.load_model(export_world_model(run, tmp_path / "wm"))
     model, cams = loaded.module, loaded.config["cameras"]
     points = model.cfg.wm.dit.state_points
@@ -363,19 +367,7 @@ def test_post_training_keeps_the_state_heads_it_is_asked_to(data, odd_stores, tm
     another state normalisation are refused."""
 
     def train(store, out, **kw):
-        train_world_model(
-            [store],
-            data.tok,
-            out,
-            cameras=["front"],
-            steps=2,
-            batch_size=2,
-            progress=False,
-            checkpoint_every=2,
-            dit_overrides=TINY_DIT,
-            **kw,
-        )
-        return out
+        return _train(data, store, out, cameras=["front"], **kw)
 
     base = export_world_model(train(data.push, tmp_path / "a"), tmp_path / "a-wm")
     run = train(data.push, tmp_path / "b", init=base, state_points=True, seed=1)
@@ -407,17 +399,7 @@ def test_state_renderer_fits_saves_and_is_the_rollouts_base(data, tmp_path):
     from cosmos_sim.training.renderer import fit_renderer, held_out_error
 
     run = tmp_path / "run"
-    train_world_model(
-        [data.push],
-        data.tok,
-        run,
-        cameras=["front"],
-        steps=2,
-        batch_size=2,
-        progress=False,
-        checkpoint_every=2,
-        dit_overrides=TINY_DIT,
-    )
+    _train(data, data.push, run, cameras=["front"])
     wm = export_world_model(run, tmp_path / "wm")
     with pytest.raises(ConfigError, match="no state renderer"):
         zoo.load_model(wm).module.render(*[None] * 4)
@@ -451,19 +433,7 @@ def test_state_renderer_fits_saves_and_is_the_rollouts_base(data, tmp_path):
     assert (z[:, 0] - rendered).abs().mean() < 0.5 * (z[:, 0] - first[:, 0]).abs().mean()
     # post-training the DiT on top of the renderer: it comes along (frozen), and stays
     post = tmp_path / "post"
-    train_world_model(
-        [data.push],
-        data.tok,
-        post,
-        cameras=["front"],
-        steps=2,
-        batch_size=2,
-        progress=False,
-        checkpoint_every=2,
-        dit_overrides=TINY_DIT,
-        state_points=True,
-        init=wm,
-    )
+    _train(data, data.push, post, cameras=["front"], state_points=True, init=wm)
     kept = zoo.load_model(export_world_model(post, tmp_path / "post-wm", state_heads_from=wm))
     assert kept.module.cfg.renderer_hidden == 16
     assert kept.config["renderer"]["steps"] == 150 and kept.config["post_trained_from"]
