@@ -116,17 +116,23 @@ class CachedRollout:
                 self._uncond, _ = self.model.prefill(latents, states=states, views=self.views)
         self._last, self._time, self._instruction = latents, 0, instruction_ids
         if getattr(self.model, "renderer", None) is not None:
-            self._ref, self._state = (latents[:, 0].float(), states[:, 0].float()), states[:, 0]
+            self._ref, self._state = (latents.float(), states[:, 0].float()), states[:, 0]
         return _float(next_action)
 
     def _base(self, state: Tensor | None) -> Tensor:
-        """What the new frame is drawn relative to: the previous frame, or the renderer's."""
+        """What the new frame is drawn relative to: the previous frame, or the renderer's
+        (every view of it, from that view's first frame)."""
         if self._ref is None:
             return self._last
-        ref, s_ref = self._ref
-        base = self.model.render(ref, s_ref, self._state.float(), state.float())
+        ref, s_ref = self._ref  # (B, V, C, h, w), (B, S)
+        b, v = ref.shape[:2]
+        per_view = lambda s: s.float().repeat_interleave(v, 0)  # noqa: E731
+        view = torch.arange(v, device=ref.device).repeat(b)
+        base = self.model.render(
+            ref.flatten(0, 1), per_view(s_ref), per_view(self._state), per_view(state), view
+        )
         self._state = state
-        return base[:, None]
+        return base.unflatten(0, (b, v))
 
     @torch.no_grad()
     def step(self, chunk: Tensor, state: Tensor | None, sampler: Sampler, poses=None):

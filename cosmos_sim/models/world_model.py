@@ -131,6 +131,12 @@ class ActionWorldModel(nn.Module):
         )
         wm_batch = {k: batch[k] for k in keys if k in batch}
         if self.renderer is not None:  # the DiT diffuses what the renderer misses
+            if batch.get("view") is not None:
+                raise ConfigError(
+                    "post-training a multi-view DiT on its renderer's residual is not "
+                    "supported yet (the renderer itself is: train renderer)",
+                    field="renderer_hidden",
+                )
             wm_batch["base"] = self.render_clip(batch["latents"], batch["state"])
         loss, metrics = self.wm.training_step(wm_batch)
         if self.dynamics is not None:

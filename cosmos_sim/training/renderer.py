@@ -26,37 +26,42 @@ from cosmos_sim.models import zoo
 from cosmos_sim.models.heads import StateRenderer
 
 
-def _pairs(seqs) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _pairs(seqs, cameras: list[str]) -> tuple[list, list, list[int]]:
+    """Latents, states and view index (the camera's place in the model's order) per sequence."""
     return (
         [torch.from_numpy(x) for x in seqs.latents],
         [torch.from_numpy(x).float() for x in seqs.state],
+        [cameras.index(camera) for _, _, camera in seqs.key],
     )
 
 
-def _batch(latents, states, g: np.random.Generator, size: int, first_ref: bool = False):
-    """``size`` random (reference, previous, target) triples of latent frames of one episode."""
+def _batch(latents, states, views, g: np.random.Generator, size: int):
+    """``size`` random (reference, previous, target) triples of latent frames of one
+    episode and camera, and the camera's view index."""
     ep = g.integers(0, len(latents), size)
     refs, s_ref, s_prev, s_new, target = [], [], [], [], []
     for e in ep:
         n = len(latents[e])
         t = int(g.integers(1, n))
-        r = 0 if first_ref else int(g.integers(0, t))
+        r = int(g.integers(0, t))
         refs.append(latents[e][r])
         s_ref.append(states[e][r])
         s_prev.append(states[e][t - 1])
         s_new.append(states[e][t])
         target.append(latents[e][t])
-    return [torch.stack(x) for x in (refs, s_ref, s_prev, s_new, target)]
+    view = torch.as_tensor([views[e] for e in ep])
+    return [torch.stack(x) for x in (refs, s_ref, s_prev, s_new)] + [view, torch.stack(target)]
 
 
 @torch.no_grad()
-def held_out_error(renderer: StateRenderer, latents, states) -> float:
+def held_out_error(renderer: StateRenderer, latents, states, views=None) -> float:
     """Mean squared latent error of every held-out frame rendered from its episode's first."""
     errs = []
-    for lat, st in zip(latents, states, strict=True):
+    for i, (lat, st) in enumerate(zip(latents, states, strict=True)):
         n = len(lat)
+        view = torch.full((n - 1,), 0 if views is None else views[i], dtype=torch.long)
         pred = renderer(
-            lat[:1].expand(n - 1, -1, -1, -1), st[:1].expand(n - 1, -1), st[:-1], st[1:]
+            lat[:1].expand(n - 1, -1, -1, -1), st[:1].expand(n - 1, -1), st[:-1], st[1:], view
         )
         errs.append(F.mse_loss(pred, lat[1:]).item())
     return float(np.mean(errs))
@@ -86,8 +91,8 @@ def fit_renderer(
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Add (or refit) the state renderer of an exported action / instruction world model on
-    its task's tokenized stores (adding state points to its DiT when it has none, from the
+    """Add (or refit) the state renderer of an exported action, instruction or multi-view
+    world model (one renderer, every view) on its task's tokenized stores (adding state points to its DiT when it has none, from the
     stores' fixed camera); save the model in place."""
     from cosmos_sim.conditioning.actions import ActionStats
     from cosmos_sim.data.store import EpisodeStore
@@ -96,9 +101,9 @@ def fit_renderer(
 
     loaded = zoo.load_model(model_dir)
     meta, stats, model = loaded.config, loaded.stats or {}, loaded.module
-    if meta.get("views", 1) != 1 or meta.get("rays"):
+    if meta.get("rays"):
         raise ConfigError(
-            "a state renderer draws one fixed camera: action or instruction models only",
+            "a state renderer draws fixed cameras: not for camera-control models",
             path=loaded.path,
             field="variant",
             found=meta.get("variant"),
@@ -126,16 +131,16 @@ def fit_renderer(
     load = lambda split: load_sequences(  # noqa: E731
         stores, meta["tokenizer_hash"], cams, a_stats, s_stats, split
     )
-    train = _pairs(load("train"))
+    train = _pairs(load("train"), cams)
     try:
-        held = _pairs(load("held-out"))
+        held = _pairs(load("held-out"), cams)
     except StoreError:  # too few episodes for a held-out split: nothing to score
         held = None
     if not dit.state_points:  # the renderer's point maps; the DiT's new point projections
         # start at zero, so the DiT computes what it did (see DiT.initialize_weights)
         grid = tuple(train[0][0].shape[-2:])
         points = variants.state_point_controls(
-            "action", stores, cams, s_stats.mean, s_stats.std, grid
+            meta.get("variant", "action"), stores, cams, s_stats.mean, s_stats.std, grid
         )["state_points"]
         model = with_state_points(model, points)
         dit = model.cfg.wm.dit
@@ -157,8 +162,8 @@ def fit_renderer(
     with Progress(disable=not progress) as bar:
         task = bar.add_task("renderer", total=steps)
         for _ in range(steps):
-            ref, s_ref, s_prev, s_new, target = _batch(*train, g, batch_size)
-            loss = F.mse_loss(renderer(ref, s_ref, s_prev, s_new), target)
+            ref, s_ref, s_prev, s_new, view, target = _batch(*train, g, batch_size)
+            loss = F.mse_loss(renderer(ref, s_ref, s_prev, s_new, view), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

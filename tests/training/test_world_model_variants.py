@@ -443,3 +443,32 @@ def test_state_renderer_fits_saves_and_is_the_rollouts_base(data, tmp_path):
         for k, v in kept.module.state_dict().items()
         if k.startswith("renderer.")
     )
+
+
+def test_multiview_renderer_draws_every_view_and_refuses_dit_post_training(data, tmp_path):
+    from cosmos_sim.device import Precision
+    from cosmos_sim.envs.world_model_rollouts import CachedRollout, Sampler
+    from cosmos_sim.training.renderer import fit_renderer
+
+    wm = export_world_model(
+        _train(data, data.push, tmp_path / "run", variant="multiview"), tmp_path / "wm"
+    )
+    fit_renderer(wm, [data.push], steps=5, hidden=16, progress=False)
+    model = zoo.load_model(wm).module.float()
+    assert all(len(p["homographies"]) == 2 for p in model.cfg.wm.dit.state_points)
+    _, seqs = _sequences(data, data.push, ["front", "side"])
+    first = torch.stack([torch.from_numpy(seqs.latents[i][:1]) for i in (0, 1)], 1)  # (1, 2, …)
+    s0 = torch.from_numpy(seqs.state[0][:1]).float()
+    precision = Precision(torch.device("cpu"), None, 0, "fp32")
+    sampler = Sampler(None, None, 1.0, torch.Generator().manual_seed(0), precision)
+    roll = CachedRollout(model, context_frames=2, views=2)
+    roll.start(first, s0, sampler)
+    base = roll._base(s0)  # every view drawn from its own first frame, in its own camera
+    with torch.no_grad():
+        for v in (0, 1):
+            want = model.render(first[:, v], s0, s0, s0, torch.tensor([v]))
+            torch.testing.assert_close(base[:, v], want)
+    z, _ = roll.step(torch.zeros(1, CHUNK, model.action_dim), s0, sampler)
+    assert z.shape == first.shape
+    with pytest.raises(ConfigError, match="multi-view DiT on its renderer"):
+        _train(data, data.push, tmp_path / "post", variant="multiview", state_points=True, init=wm)
