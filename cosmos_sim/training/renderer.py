@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.progress import Progress
 
 from cosmos_sim.errors import ConfigError, StoreError
 from cosmos_sim.models import zoo
@@ -92,8 +93,9 @@ def fit_renderer(
     progress: bool = True,
 ) -> dict:
     """Add (or refit) the state renderer of an exported action, instruction or multi-view
-    world model (one renderer, every view) on its task's tokenized stores (adding state points to its DiT when it has none, from the
-    stores' fixed camera); save the model in place."""
+    world model (one renderer, every view) on its task's tokenized stores, adding state
+    points to its DiT when it has none (from the stores' fixed cameras); save the model in
+    place."""
     from cosmos_sim.conditioning.actions import ActionStats
     from cosmos_sim.data.store import EpisodeStore
     from cosmos_sim.training import world_model_variants as variants
@@ -157,8 +159,6 @@ def fit_renderer(
     )
     g = np.random.default_rng(seed)
     t0, losses = time.perf_counter(), []
-    from rich.progress import Progress
-
     with Progress(disable=not progress) as bar:
         task = bar.add_task("renderer", total=steps)
         for _ in range(steps):
@@ -177,7 +177,7 @@ def fit_renderer(
         "train_loss_last100": float(np.mean(losses[-100:])),
         "held_out_mse_from_first_frame": None if held is None else held_out_error(renderer, *held),
         "wall_time_s": round(time.perf_counter() - t0, 1),
-        "stores": [Path(p).name for p in data],
+        "stores": [Path(path).name for path in data],
     }
     model.cfg.renderer_hidden = hidden
     model.renderer = renderer
