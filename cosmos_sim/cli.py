@@ -441,8 +441,9 @@ def train_world_model_cmd(
     from cosmos_sim.training.world_model_task import export_world_model, train_world_model
 
     if keep_state_heads and (init is None or export is None):
-        raise typer.BadParameter(
-            "needs --init (the heads' model) and --export", param_hint="--keep-state-heads"
+        raise ConfigError(
+            "--keep-state-heads needs --init (the heads' model) and --export",
+            field="--keep-state-heads",
         )
     out = out or Path("runs") / f"wm-{variant}{'-dry' if dry_run else ''}"
     summary = train_world_model(

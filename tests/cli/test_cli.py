@@ -130,6 +130,15 @@ def test_record_gymnasium_render_env(tmp_path):
         (("record", "--task", "reach", "--cameras", "wrist", "--out", "x.zarr"), "wrist"),
         (("record", "--out", "x.zarr"), "give exactly one of --task or --env"),
         (("record", "--env", "NoSuchEnv-v0", "--out", "x.zarr"), "NoSuchEnv-v0"),
+        (
+            ("train", "world-model", "--data", "x.zarr", "--keep-state-heads"),
+            "--keep-state-heads needs --init",
+        ),
+        (
+            ("train", "renderer", "--model", "wm-diffusion-cameranav", "--data", "x.zarr"),
+            "not for camera-control models",
+        ),
+        (("train", "renderer", "--model", "no-such-model", "--data", "x.zarr"), "no-such-model"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(tmp_path, args, message):
