@@ -131,13 +131,7 @@ class ActionWorldModel(nn.Module):
         )
         wm_batch = {k: batch[k] for k in keys if k in batch}
         if self.renderer is not None:  # the DiT diffuses what the renderer misses
-            if batch.get("view") is not None:
-                raise ConfigError(
-                    "post-training a multi-view DiT on its renderer's residual is not "
-                    "supported yet (the renderer itself is: train renderer)",
-                    field="renderer_hidden",
-                )
-            wm_batch["base"] = self.render_clip(batch["latents"], batch["state"])
+            wm_batch["base"] = self.render_clip(batch["latents"], batch["state"], batch.get("view"))
         loss, metrics = self.wm.training_step(wm_batch)
         if self.dynamics is not None:
             loss = loss + self._state_losses(batch, metrics)
@@ -161,19 +155,33 @@ class ActionWorldModel(nn.Module):
         return loss, metrics
 
     @torch.no_grad()
-    def render_clip(self, latents: Tensor, state: Tensor) -> Tensor:
-        """(B, T, C, h, w) clip, (B, T, S) its states → the renderer's frames 1 … T − 1 from
-        frame 0 as the reference (frame 0 itself is kept): the residual base in training."""
-        b, t = latents.shape[:2]
-        ref = latents[:, :1].expand(-1, t - 1, -1, -1, -1).flatten(0, 1)
-        s = state.float()
+    def render_clip(self, latents: Tensor, state: Tensor, view: Tensor | None = None) -> Tensor:
+        """(B, F, C, h, w) clip, (B, F, S) its states → the renderer's frames for every time
+        step after the first, each view from its own frame at the first time step (the
+        first time step itself is kept): the residual base in training. ``view`` (B, F):
+        views folded time-major (every time step holds views 0 … V − 1 in order)."""
+        b, f = latents.shape[:2]
+        v = 1 if view is None else int(view.max()) + 1
+        order = torch.arange(v, device=latents.device).repeat(f // v)
+        if view is not None and (f % v or not bool((view == order).all())):
+            raise ConfigError(
+                "the renderer's base needs views folded time-major, every view at every step",
+                field="view",
+            )
+        t = f // v
+        lat = latents.unflatten(1, (t, v))  # (B, T, V, C, h, w)
+        s = state.float().unflatten(1, (t, v))[:, :, 0]  # (B, T, S): a time step's state
+        n = b * (t - 1) * v
+        per_frame = lambda x: x[:, :, None].expand(-1, -1, v, -1).reshape(n, -1)  # noqa: E731
         out = self.render(
-            ref,
-            s[:, :1].expand(-1, t - 1, -1).flatten(0, 1),
-            s[:, :-1].flatten(0, 1),
-            s[:, 1:].flatten(0, 1),
+            lat[:, :1].expand(-1, t - 1, -1, -1, -1, -1).reshape(n, *lat.shape[3:]),
+            per_frame(s[:, :1].expand(-1, t - 1, -1)),
+            per_frame(s[:, :-1]),
+            per_frame(s[:, 1:]),
+            torch.arange(v, device=latents.device).repeat(b * (t - 1)),
         )
-        return torch.cat([latents[:, :1], out.unflatten(0, (b, t - 1))], 1)
+        out = torch.cat([lat[:, :1], out.view(b, t - 1, v, *lat.shape[3:])], 1)
+        return out.flatten(1, 2)
 
     def render(self, reference, s_ref, s_prev, s_new, view=None) -> Tensor:
         """The state renderer's latent frame (B, C, h, w); see :class:`StateRenderer`."""

@@ -445,7 +445,7 @@ def test_state_renderer_fits_saves_and_is_the_rollouts_base(data, tmp_path):
     )
 
 
-def test_multiview_renderer_draws_every_view_and_refuses_dit_post_training(data, tmp_path):
+def test_multiview_renderer_draws_every_view_and_is_the_dits_residual_base(data, tmp_path):
     from cosmos_sim.device import Precision
     from cosmos_sim.envs.world_model_rollouts import CachedRollout, Sampler
     from cosmos_sim.training.renderer import fit_renderer
@@ -470,5 +470,24 @@ def test_multiview_renderer_draws_every_view_and_refuses_dit_post_training(data,
             torch.testing.assert_close(base[:, v], want)
     z, _ = roll.step(torch.zeros(1, CHUNK, model.action_dim), s0, sampler)
     assert z.shape == first.shape
-    with pytest.raises(ConfigError, match="multi-view DiT on its renderer"):
-        _train(data, data.push, tmp_path / "post", variant="multiview", state_points=True, init=wm)
+    # training's residual base for a folded clip: each view from its own first frame
+    lat = torch.stack([torch.from_numpy(seqs.latents[i][:2]) for i in (0, 1)], 1)  # (T, V, …)
+    states = torch.from_numpy(seqs.state[0][:2]).float()
+    clip = lat.flatten(0, 1)[None]  # (1, T·V, …) time-major
+    folded_state = states.repeat_interleave(2, 0)[None]
+    base = model.render_clip(clip, folded_state, torch.tensor([[0, 1, 0, 1]]))
+    torch.testing.assert_close(base[:, :2], clip[:, :2])  # the first time step is kept
+    with torch.no_grad():
+        for v in (0, 1):
+            want = model.render(
+                lat[0, v][None], states[:1], states[:1], states[1:], torch.tensor([v])
+            )
+            torch.testing.assert_close(base[:, 2 + v], want)
+    with pytest.raises(ConfigError, match="folded time-major"):
+        model.render_clip(clip, folded_state, torch.tensor([[1, 0, 1, 0]]))
+    # and the multi-view DiT post-trains on that residual, the renderer kept
+    post = _train(
+        data, data.push, tmp_path / "post", variant="multiview", state_points=True, init=wm
+    )
+    kept = zoo.load_model(export_world_model(post, tmp_path / "post-wm", state_heads_from=wm))
+    assert kept.module.renderer is not None and kept.config["views"] == 2
