@@ -22,6 +22,11 @@ state, and success / reward are read off the predicted state::
 
     step_state(state, chunk)             → next state
     read_state(state)                    → success probability, reward
+
+With ``renderer_hidden > 0`` a :class:`~cosmos_sim.models.heads.StateRenderer` draws each
+new latent frame from the episode's first one and the states (``render``), and the residual
+DiT diffuses the difference to it — its base, where other models use the previous frame
+(CorrDiff's regression + diffusion split; the envs' rollouts do this).
 """
 
 from __future__ import annotations
