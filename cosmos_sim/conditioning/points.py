@@ -32,6 +32,15 @@ SIGMAS = (0.5, 1.5)  # latent pixels: a narrow and a wide bump
 FEATURES = 4  # per point: both bumps and the narrow one times the offset (dx, dy)
 
 
+def point_tensors(state_points: list[dict]) -> tuple[Tensor, Tensor]:
+    """A ``state_points`` config → (K, 2) long state indices of (x, y) and (V, K, 3, 3)
+    float homographies (view-major)."""
+    views = len(state_points[0]["homographies"])
+    mats = [[p["homographies"][v] for p in state_points] for v in range(views)]
+    index = torch.tensor([[p["x"], p["y"]] for p in state_points])
+    return index, torch.tensor(mats).view(views, len(state_points), 3, 3)
+
+
 def project(homographies: Tensor, xy: Tensor) -> Tensor:
     """(..., K, 3, 3) homographies, (..., K, 2) normalised state pairs → (..., K, 2) latent
     (column, row) coordinates."""

@@ -289,13 +289,11 @@ class StatePoints(nn.Module):
 
     def __init__(self, cfg: DiTConfig) -> None:
         super().__init__()
-        pts = cfg.state_points
-        views = len(pts[0]["homographies"])
-        mats = [[p["homographies"][v] for p in pts] for v in range(views)]
-        self.register_buffer("index", torch.tensor([[p["x"], p["y"]] for p in pts]), False)
-        self.register_buffer("homography", torch.tensor(mats).view(views, len(pts), 3, 3), False)
+        index, homography = points.point_tensors(cfg.state_points)
+        self.register_buffer("index", index, False)
+        self.register_buffer("homography", homography, False)
         self.patch = cfg.patch_size
-        self.dim = points.FEATURES * len(pts)
+        self.dim = points.FEATURES * len(cfg.state_points)
 
     def forward(self, states: Tensor, lay: SequenceLayout) -> Tensor:
         """(B, F, S) normalised states → (B, N, 4·K) features."""

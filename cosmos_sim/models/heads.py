@@ -225,12 +225,9 @@ class StateRenderer(nn.Module):
                 "a state renderer needs the DiT's state points (train with --state-points)",
                 field="state_points",
             )
-        views = len(state_points[0]["homographies"])
-        mats = [[p["homographies"][v] for p in state_points] for v in range(views)]
-        self.register_buffer("index", torch.tensor([[p["x"], p["y"]] for p in state_points]), False)
-        self.register_buffer(
-            "homography", torch.tensor(mats).view(views, len(state_points), 3, 3), False
-        )
+        index, homography = points.point_tensors(state_points)
+        self.register_buffer("index", index, False)
+        self.register_buffer("homography", homography, False)
         ys, xs = torch.meshgrid(
             torch.arange(height, dtype=torch.float32),
             torch.arange(width, dtype=torch.float32),
