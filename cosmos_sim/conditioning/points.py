@@ -7,9 +7,10 @@ states name planar positions as ``<point>.x`` / ``<point>.y`` pairs at a fixed h
 (the arm's end effector, a block sliding on the table, targets), so for a fixed camera
 the map from the *normalised* state pair to latent-grid coordinates is one homography
 per point and camera, computed here once from the store's ``K`` and ``world_from_camera``
-and saved in the model's config. The DiT (``models/dit.py``, ``StatePoints``) turns them
-into Gaussian bumps at each token, the way keypoint / trajectory maps condition video
-models. OpenCV conventions; latent coordinates are latent-pixel centres.
+and saved in the model's config. The DiT (``models/dit.py``, ``StatePoints``) and the state
+renderer (``models/heads.py``, ``StateRenderer``) turn them into Gaussian bumps at each
+token / latent pixel, the way keypoint / trajectory maps condition video models. OpenCV
+conventions; latent coordinates are latent-pixel centres.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from cosmos_sim.errors import CameraError
 # for its homography to still hold: the recorded cameras of a fixed-camera task are
 # bit-identical across episodes; a moving one (CameraNav) has rays instead.
 FIXED_CAMERA_TOLERANCE = 1e-4
-
-
 SIGMAS = (0.5, 1.5)  # latent pixels: a narrow and a wide bump
 FEATURES = 4  # per point: both bumps and the narrow one times the offset (dx, dy)
 
