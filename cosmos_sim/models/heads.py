@@ -234,6 +234,8 @@ class StateRenderer(nn.Module):
             indexing="ij",
         )
         self.register_buffer("centres", torch.stack([xs, ys], -1), False)  # (h, w, 2)
+        grid = torch.stack([xs / max(width - 1, 1), ys / max(height - 1, 1)]) * 2 - 1
+        self.register_buffer("coords", grid[None], False)  # (1, 2, h, w) in [-1, 1]
         n_maps = 3 * points.FEATURES * len(state_points)
         cond_dim = 4 * hidden
         self.inp = nn.Conv2d(channels + n_maps + 2, hidden, 3, padding=1)
@@ -264,12 +266,11 @@ class StateRenderer(nn.Module):
         view = torch.zeros(b, dtype=torch.long, device=reference.device) if view is None else view
         dtype = reference.dtype
         states = [s.float() for s in (s_ref, s_prev, s_new)]
-        coords = (self.centres / self.centres.amax((0, 1)).clamp_min(1) * 2 - 1).permute(2, 0, 1)
         x = torch.cat(
             [
                 reference.float(),
                 *(self._maps(s, view) for s in states),
-                coords.expand(b, -1, -1, -1),
+                self.coords.expand(b, -1, -1, -1),
             ],
             dim=1,
         )

@@ -96,10 +96,9 @@ def fit_renderer(
     world model (one renderer, every view) on its task's tokenized stores, adding state
     points to its DiT when it has none (from the stores' fixed cameras); save the model in
     place."""
-    from cosmos_sim.conditioning.actions import ActionStats
-    from cosmos_sim.data.store import EpisodeStore
     from cosmos_sim.training import world_model_variants as variants
-    from cosmos_sim.training.world_model_task import StateStats, load_sequences
+    from cosmos_sim.training.state_heads import open_task_stores
+    from cosmos_sim.training.world_model_task import load_sequences
 
     loaded = zoo.load_model(model_dir)
     meta, stats, model = loaded.config, loaded.stats or {}, loaded.module
@@ -117,18 +116,7 @@ def fit_renderer(
             path=Path(loaded.path) / "config.toml",
             field="dynamics_hidden",
         )
-    stores = [EpisodeStore.open(p) for p in data]
-    for store in stores:
-        if store.spec.source != meta["task"]:
-            raise ConfigError(
-                f"a store of task {store.spec.source!r} for a {meta['task']!r} model",
-                path=store.path,
-                field="source",
-            )
-    a_stats = ActionStats.load(Path(loaded.path) / "stats.json")
-    s_stats = StateStats(
-        np.asarray(stats["state_mean"], np.float32), np.asarray(stats["state_std"], np.float32)
-    )
+    stores, a_stats, s_stats = open_task_stores(loaded, data)
     cams = list(meta["cameras"])
     load = lambda split: load_sequences(  # noqa: E731
         stores, meta["tokenizer_hash"], cams, a_stats, s_stats, split

@@ -251,6 +251,29 @@ def rebuild_state_heads(model, hidden: int, substeps: bool = False) -> None:
     model.cfg = replace(model.cfg, dynamics_hidden=hidden, dynamics_substeps=substeps)
 
 
+def open_task_stores(loaded, data: list[Path]):
+    """The stores ``data`` of an exported world model's task (another task's: a clear error)
+    and the model's action and state normalisation: what a refit of its heads reads."""
+    from cosmos_sim.conditioning.actions import ActionStats
+    from cosmos_sim.data.store import EpisodeStore
+    from cosmos_sim.training.world_model_task import StateStats
+
+    stats, task = loaded.stats or {}, loaded.config["task"]
+    stores = [EpisodeStore.open(p) for p in data]
+    for store in stores:
+        if store.spec.source != task:
+            raise ConfigError(
+                f"a store of task {store.spec.source!r} for a {task!r} model",
+                path=store.path,
+                field="source",
+            )
+    a_stats = ActionStats.load(Path(loaded.path) / "stats.json")
+    s_stats = StateStats(
+        np.asarray(stats["state_mean"], np.float32), np.asarray(stats["state_std"], np.float32)
+    )
+    return stores, a_stats, s_stats
+
+
 def refine_exported(
     model_dir: Path,
     data: list[Path],
@@ -266,24 +289,11 @@ def refine_exported(
     (fresh weights) instead of refining them — the stores can hold far more episodes than
     the DiT was trained on, and wider heads use them; a substep head learns every frame.
     """
-    from cosmos_sim.conditioning.actions import ActionStats
-    from cosmos_sim.data.store import EpisodeStore
-    from cosmos_sim.training.world_model_task import StateStats, load_state_sequences
+    from cosmos_sim.training.world_model_task import load_state_sequences
 
     loaded = zoo.load_model(model_dir)
     meta, stats = loaded.config, loaded.stats or {}
-    a_stats = ActionStats.load(Path(loaded.path) / "stats.json")
-    s_stats = StateStats(
-        np.asarray(stats["state_mean"], np.float32), np.asarray(stats["state_std"], np.float32)
-    )
-    stores = [EpisodeStore.open(p) for p in data]
-    for store in stores:
-        if store.spec.source != meta["task"]:
-            raise ConfigError(
-                f"a store of task {store.spec.source!r} for a {meta['task']!r} model",
-                path=store.path,
-                field="source",
-            )
+    stores, a_stats, s_stats = open_task_stores(loaded, data)
     vocab = loaded.module.text_vocab  # an instruction model's success depends on it
     train = load_state_sequences(stores, a_stats, s_stats, "train", vocab)
     try:
