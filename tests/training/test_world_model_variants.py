@@ -283,17 +283,21 @@ def test_data_a_variant_cannot_use_is_a_clear_error(
     data, odd_stores, tmp_path, variant, stores, cameras, error, message
 ):
     paths = [odd_stores.get(s) or getattr(data, s) for s in stores]
+    _assert_refused(data, paths, tmp_path, error, message, variant=variant, cameras=cameras)
+
+
+def _assert_refused(data, paths, tmp_path, error, message, **kw) -> None:
+    """Training on ``paths`` fails with ``error`` matching ``message`` before it writes."""
     with pytest.raises(error, match=message):
         train_world_model(
             paths,
             data.tok,
             tmp_path / "run",
-            variant=variant,
-            cameras=cameras,
             steps=1,
             batch_size=2,
             progress=False,
             dit_overrides=TINY_DIT,
+            **kw,
         )
     assert not (tmp_path / "run").exists()  # refused before anything is written
 
@@ -345,20 +349,16 @@ def test_state_points_train_export_and_load(data, tmp_path, variant, cameras):
 def test_state_points_refuse_cameras_they_cannot_use(
     data, tmp_path, variant, store, cameras, message
 ):
-    with pytest.raises(ConfigError, match=message):
-        train_world_model(
-            [getattr(data, store)],
-            data.tok,
-            tmp_path / "run",
-            variant=variant,
-            cameras=cameras,
-            steps=1,
-            batch_size=2,
-            progress=False,
-            dit_overrides=TINY_DIT,
-            state_points=True,
-        )
-    assert not (tmp_path / "run").exists()
+    _assert_refused(
+        data,
+        [getattr(data, store)],
+        tmp_path,
+        ConfigError,
+        message,
+        variant=variant,
+        cameras=cameras,
+        state_points=True,
+    )
 
 
 def test_post_training_keeps_the_state_heads_it_is_asked_to(data, odd_stores, tmp_path):
