@@ -355,6 +355,20 @@ def train_tokenizer_cmd(
     init: Annotated[
         Path | None, typer.Option(help="Start from this tokenizer model directory's weights.")
     ] = None,
+    decoder_only: Annotated[
+        bool,
+        typer.Option(
+            "--decoder-only",
+            help="Train the decoder alone (needs --init): the latents stay the init "
+            "tokenizer's, so world models trained on them keep working.",
+        ),
+    ] = False,
+    heldout_every: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Hold out every k-th episode (the world models' split; 0: hash split)."
+        ),
+    ] = 0,
 ) -> None:
     """Train a causal video tokenizer (resumes from the run directory's newest checkpoint)."""
     from cosmos_sim.training.tokenizer_task import export_tokenizer, train_tokenizer
@@ -370,6 +384,8 @@ def train_tokenizer_cmd(
         batch_size=2 if dry_run else None,
         lr=lr,
         init_from=init,
+        decoder_only=decoder_only,
+        heldout_every=heldout_every,
     )
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return

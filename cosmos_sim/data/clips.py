@@ -29,6 +29,7 @@ class ClipSpec:
     window_step: int = 1  # start positions are every window_step-th frame
     heldout_fraction: float = 0.1
     split_seed: int = 0
+    heldout_every: int = 0  # > 0: hold out episodes e % k == k - 1 instead (the WM split)
     causal_layout: bool = True  # require frames == 1 + 4k
 
     def __post_init__(self) -> None:
@@ -44,6 +45,10 @@ class ClipSpec:
         if self.stride < 1 or self.window_step < 1:
             raise ConfigError(
                 "must be ≥ 1", field="stride/window_step", found=(self.stride, self.window_step)
+            )
+        if self.heldout_every < 0 or self.heldout_every == 1:
+            raise ConfigError(
+                "must be 0 (hash split) or ≥ 2", field="heldout_every", found=self.heldout_every
             )
         if not 0 <= self.heldout_fraction < 1:
             raise ConfigError(
@@ -99,7 +104,12 @@ def clip_table(stores: Sequence[EpisodeStore], spec: ClipSpec, split: str = "tra
     rows = []
     for s, store in enumerate(stores):
         n_cams = len(store_cameras(store, spec))
-        train, held = split_episodes(len(store), spec.heldout_fraction, spec.split_seed)
+        if spec.heldout_every:
+            k = spec.heldout_every
+            held = [e for e in range(len(store)) if e % k == k - 1]
+            train = [e for e in range(len(store)) if e % k != k - 1]
+        else:
+            train, held = split_episodes(len(store), spec.heldout_fraction, spec.split_seed)
         episodes = {"train": train, "heldout": held, "all": sorted(train + held)}[split]
         for e in episodes:
             starts = np.arange(0, store.episode_length(e) - spec.span + 1, spec.window_step)

@@ -61,18 +61,7 @@ class LoadedWorldModel:
                 "not a diffusion world model", path=loaded.path, field="kind", found=loaded.kind
             )
         meta = loaded.config
-        try:
-            tok = zoo.load_model(meta["tokenizer"], device)
-        except ModelError:
-            tok = zoo.load_model(meta.get("tokenizer_path", meta["tokenizer"]), device)
-        if tok.weights_hash != meta["tokenizer_hash"]:
-            raise ModelError(
-                "the world model was trained with a different tokenizer",
-                path=loaded.path,
-                field="tokenizer_hash",
-                expected=meta["tokenizer_hash"],
-                found=f"{tok.weights_hash} ({tok.path})",
-            )
+        tok = zoo.load_tokenizer_of(loaded, device)
         stats = loaded.stats or {}
         if "action_mean" not in stats or "state_mean" not in stats:
             raise ModelError("missing normalisation statistics", path=loaded.path / "stats.json")

@@ -171,6 +171,35 @@ class LoadedModel:
     stats: dict | None
     weights_hash: str
 
+    @property
+    def latent_hash(self) -> str:
+        """What keys this model's latents (caches, a world model's tokenizer check): its own
+        weights hash, or for a tokenizer whose decoder alone was fine-tuned
+        (``latents_of``), the hash of the tokenizer whose encoder it kept bit-for-bit."""
+        return str(self.config.get("latents_of", self.weights_hash))
+
+
+def load_tokenizer_of(world_model: LoadedModel, device: str | torch.device = "cpu") -> LoadedModel:
+    """The tokenizer a world model was trained on (``tokenizer`` in its config), refused
+    unless its latents are the ones the model was trained with (``tokenizer_hash``)."""
+    meta = world_model.config
+    for key in ("tokenizer", "tokenizer_hash"):
+        if key not in meta:
+            raise ModelError("missing field", path=world_model.path / "config.toml", field=key)
+    try:
+        tok = load_model(meta["tokenizer"], device)
+    except ModelError:
+        tok = load_model(meta.get("tokenizer_path", meta["tokenizer"]), device)
+    if tok.latent_hash != meta["tokenizer_hash"]:
+        raise ModelError(
+            "the world model was trained with a different tokenizer",
+            path=world_model.path / "config.toml",
+            field="tokenizer_hash",
+            expected=meta["tokenizer_hash"],
+            found=f"{tok.latent_hash} ({tok.path})",
+        )
+    return tok
+
 
 def read_config(model_dir: str | Path) -> dict:
     path = resolve(model_dir) / "config.toml"

@@ -129,21 +129,9 @@ class BaseModel:
                 "not a diffusion world model", path=wm.path, field="kind", found=wm.kind
             )
         meta = wm.config
-        for key in ("tokenizer", "tokenizer_hash", "image_size"):
-            if key not in meta:
-                raise ModelError("missing field", path=wm.path / "config.toml", field=key)
-        try:
-            tok = zoo.load_model(meta["tokenizer"])
-        except ModelError:
-            tok = zoo.load_model(meta.get("tokenizer_path", meta["tokenizer"]))
-        if tok.weights_hash != meta["tokenizer_hash"]:
-            raise ModelError(
-                "the world model was trained with a different tokenizer",
-                path=wm.path / "config.toml",
-                field="tokenizer_hash",
-                expected=meta["tokenizer_hash"],
-                found=f"{tok.weights_hash} ({tok.path})",
-            )
+        if "image_size" not in meta:
+            raise ModelError("missing field", path=wm.path / "config.toml", field="image_size")
+        tok = zoo.load_tokenizer_of(wm)
         if tok.module.cfg.kind != "cv":
             raise ModelError("need a continuous (cv) tokenizer", path=tok.path, field="kind")
         return cls(wm, tok)
@@ -316,7 +304,7 @@ def finetune(
             "base_weights_hash": base.world_model.weights_hash,
             "videos": [str(p.resolve()) for p in paths],
             "tokenizer": str(base.tokenizer.path.resolve()),
-            "tokenizer_hash": base.tokenizer.weights_hash,
+            "tokenizer_hash": base.tokenizer.latent_hash,
             "task": meta.get("task", "video"),
             "cameras": list(meta.get("cameras", ["video"])),
             "recipe": {"frames": base.clip_frames},

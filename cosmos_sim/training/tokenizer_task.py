@@ -3,15 +3,17 @@
 
 Latent cache layout, written under the episode store's group::
 
-    STORE.zarr/latents/<weights_hash>/
-      zarr.json                         attrs: model path, kind, weights_hash, frames, cameras
+    STORE.zarr/latents/<latent_hash>/
+      zarr.json                         attrs: model path, kind, weights_hash (= the latent
+                                        hash), frames, cameras
       <camera>/latents   (E, N, C, h, w) float16   cv: per-episode causal latents
       <camera>/codes     (E, N, h, w)    int32     dv: FSQ codes
       <camera>/frames    (E,)            int64     video frames each episode's latents cover
 
 Each episode is encoded whole (its first ``1 + 4k`` frames), padded to the longest on N.
-The group is keyed by the model's weight hash: a changed model gets a new group and
-stale groups of the same model directory are removed.
+The group is keyed by the model's latent hash (its weights hash, or for a decoder-only
+fine-tune the hash of the tokenizer whose encoder it kept): a changed encoder gets a new
+group and stale groups of the same model directory are removed.
 """
 
 from __future__ import annotations
@@ -49,13 +51,22 @@ def to_unit(video_u8: torch.Tensor) -> torch.Tensor:
 class TokenizerTask(nn.Module):
     """Reconstruction training of a :class:`VideoTokenizer` (the Trainer's task)."""
 
-    def __init__(self, tokenizer: VideoTokenizer) -> None:
+    def __init__(self, tokenizer: VideoTokenizer, decoder_only: bool = False) -> None:
         super().__init__()
         self.tokenizer = tokenizer
+        self.decoder_only = decoder_only
+        if decoder_only:  # the latents stay bit-for-bit those of the init tokenizer
+            tokenizer.encoder.requires_grad_(False)
 
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         video = to_unit(batch["video"])  # (B, T, 3, H, W)
-        recon = self.tokenizer(video)
+        tok = self.tokenizer
+        if self.decoder_only:
+            with torch.no_grad():
+                z = tok.quantize(tok.encode_raw(video))
+            recon = tok._decode(z)
+        else:
+            recon = tok(video)
         return reconstruction_loss(recon, video)
 
 
@@ -96,18 +107,44 @@ def train_tokenizer(
     seed: int = 0,
     lr: float | None = None,
     init_from: Path | None = None,
+    decoder_only: bool = False,
+    heldout_every: int = 0,
 ) -> dict:
     """Train a tokenizer on ``data`` stores into ``out_dir`` (resumable); returns the summary.
 
-    ``init_from`` (a tokenizer model directory of the same kind and preset) starts from its
-    weights instead of a random init — a second schedule after a first one ends.
+    ``init_from`` (a tokenizer model directory of the same kind) starts from its weights and
+    architecture instead of a random init — a second schedule after a first one ends (the
+    preset then only chooses the recipe).
+    ``decoder_only`` (needs ``init_from``) freezes the encoder: the latents stay exactly
+    the init tokenizer's, so its latent caches and the world models trained on them keep
+    working with the better decoder (the export records ``latents_of``).
+    ``heldout_every`` > 0 holds out every k-th episode of each store (the world models'
+    split) instead of the seeded hash split, so their held-out episodes stay unseen.
     """
     if preset not in RECIPES:
         raise ConfigError("unknown preset", field="preset", expected=sorted(RECIPES), found=preset)
+    if decoder_only and init_from is None:
+        raise ConfigError(
+            "a decoder-only fine-tune needs the tokenizer whose encoder it keeps",
+            field="init",
+            expected="a tokenizer model directory",
+            found=None,
+        )
     recipe = RECIPES[preset]
     info = D.init_distributed()
     model_cfg = tokenizer_config(preset, kind)
-    spec = ClipSpec(frames=recipe.frames)
+    if init_from is not None:
+        loaded = zoo.load_model(init_from)
+        if loaded.kind != "tokenizer" or loaded.module.cfg.kind != kind:
+            raise ConfigError(
+                f"init model is not a {kind} tokenizer",
+                path=init_from,
+                field="kind",
+                expected=f"tokenizer ({kind})",
+                found=f"{loaded.kind} ({loaded.config.get('config', {}).get('kind')})",
+            )
+        model_cfg = loaded.module.cfg
+    spec = ClipSpec(frames=recipe.frames, heldout_every=heldout_every)
     batch = batch_size or recipe.batch_size
     loader = ClipLoader(
         data,
@@ -131,7 +168,7 @@ def train_tokenizer(
         progress=progress,
     )
     torch.manual_seed(seed)
-    task = TokenizerTask(VideoTokenizer(model_cfg))
+    task = TokenizerTask(VideoTokenizer(model_cfg), decoder_only)
     run_config = {
         "model": model_cfg.to_dict(),
         "data": {
@@ -149,19 +186,12 @@ def train_tokenizer(
             video = torch.cat([loader.batch(k)["video"] for k in range(PCA_INIT_BATCHES)])
             task.tokenizer.init_bypass_pca(to_unit(video))
     if init_from is not None:
-        loaded = zoo.load_model(init_from)
-        if loaded.kind != "tokenizer" or loaded.module.cfg != model_cfg:
-            raise ConfigError(
-                "init model is not a tokenizer of this kind and preset",
-                path=init_from,
-                field="config",
-                expected=model_cfg.to_dict(),
-                found=loaded.config.get("config"),
-            )
         task.tokenizer.load_state_dict(loaded.module.state_dict())
         run_config["init"] = {
             "model": str(Path(init_from).resolve()),
             "weights_hash": loaded.weights_hash,
+            "latent_hash": loaded.latent_hash,
+            "decoder_only": decoder_only,
         }
     trainer = Trainer(task, tcfg, loader, out_dir, run_config=run_config, dist_info=info)
     summary = trainer.fit(resume=resume)
@@ -189,13 +219,22 @@ def export_tokenizer(
     model.load_state_dict(
         {k.removeprefix("tokenizer."): v for k, v in ckpt.strip_prefix(tensors, "model").items()}
     )
+    init = meta["config"].get("init", {})
+    TokenizerTask(model, decoder_only=bool(init.get("decoder_only")))  # the run's frozen parts
     if use_ema and any(k.startswith("ema.") for k in tensors):
-        params = [p for p in model.parameters() if p.requires_grad]
         # the Trainer's EMA list follows its AdamW groups: decayed params first, then the rest
         from cosmos_sim.training.trainer import param_groups
 
         order = [p for g in param_groups(model, 1.0) for p in g["params"]]
-        assert len(order) == len(params)
+        n_ema = sum(k.startswith("ema.") for k in tensors)
+        if n_ema != len(order):
+            raise ConfigError(
+                "the checkpoint's EMA does not match the trained parameters",
+                path=path,
+                field="ema",
+                expected=len(order),
+                found=n_ema,
+            )
         with torch.no_grad():
             for i, p in enumerate(order):
                 p.copy_(tensors[f"ema.{i}"])
@@ -203,9 +242,34 @@ def export_tokenizer(
         "trained_steps": int(meta["step"]),
         "wall_time_s": round(float(meta.get("wall_time", 0.0)), 1),
     }
+    dtype = "fp16"
+    if init.get("decoder_only"):
+        _check_encoder_kept(model, Path(init["model"]), path)
+        extra |= {"latents_of": init["latent_hash"], "decoder_of": init["model"]}
+        dtype = zoo.read_config(init["model"])["dtype"]  # the encoder's exact weights
     return zoo.save_model(
-        model_dir, "tokenizer", cfg.to_dict(), model.state_dict(), card=card, extra=extra
+        model_dir,
+        "tokenizer",
+        cfg.to_dict(),
+        model.state_dict(),
+        dtype=dtype,
+        card=card,
+        extra=extra,
     )
+
+
+def _check_encoder_kept(model: VideoTokenizer, init_dir: Path, checkpoint: Path) -> None:
+    """A decoder-only export must encode exactly as its init tokenizer does."""
+    init = zoo.load_model(init_dir).module
+    mine, theirs = model.encoder.state_dict(), init.encoder.state_dict()
+    changed = [k for k in theirs if not torch.equal(mine[k], theirs[k])]
+    if changed:
+        raise ConfigError(
+            "the decoder-only run changed the encoder",
+            path=checkpoint,
+            field=f"encoder.{changed[0]}",
+            expected=f"the weights of {init_dir}",
+        )
 
 
 # -- latent cache ---------------------------------------------------------------------------
@@ -220,14 +284,14 @@ def _episode_video(store: EpisodeStore, episode: int, camera: str) -> np.ndarray
 
 @torch.no_grad()
 def tokenize_store(store_path: Path, model_dir: Path, batch_frames: int = 65) -> dict:
-    """Encode every episode × camera of a store into ``latents/<weights_hash>/``."""
+    """Encode every episode × camera of a store into ``latents/<latent_hash>/``."""
     import zarr
 
     loaded = zoo.load_model(model_dir)
     tok: VideoTokenizer = loaded.module
     store = EpisodeStore.open(store_path, writable=True)
     root = store.group.require_group("latents")
-    key = loaded.weights_hash
+    key = loaded.latent_hash  # a decoder-only fine-tune shares its encoder's latents
     for name in list(root.group_keys()):  # invalidate stale caches of this model directory
         if name != key and root[name].attrs.get("model") == str(loaded.path.resolve()):
             del root[name]

@@ -533,7 +533,7 @@ def train_world_model(
     controls |= dit_overrides or {}
     seqs = load_sequences(
         stores,
-        tok.weights_hash,
+        tok.latent_hash,
         cams,
         action_stats,
         state_stats,
@@ -591,7 +591,7 @@ def train_world_model(
         "data": {
             "stores": [str(Path(p).resolve()) for p in data],
             "tokenizer": str(tok.path.resolve()),
-            "tokenizer_hash": tok.weights_hash,
+            "tokenizer_hash": tok.latent_hash,
             "cameras": cams,
             "recipe": recipe_dict(recipe),
             "task": stores[0].spec.source,

@@ -438,3 +438,33 @@ def test_state_heads_refit_changes_only_the_state_heads(tokenized, tmp_path):
         pred = sub.module.dynamics(x, ch, frames=True)[0].numpy() * std + mean
     err = np.abs(pred - ep.state[9:13]).mean()
     assert err < np.abs(ep.state[8:9] - ep.state[9:13]).mean()
+
+
+def test_world_model_takes_a_decoder_only_tokenizer_upgrade_and_refuses_another_encoder(
+    tokenized, tmp_path
+):
+    import shutil
+
+    from cosmos_sim.envs.loaded_world_model import LoadedWorldModel
+    from cosmos_sim.errors import ModelError
+    from cosmos_sim.training.tokenizer_task import export_tokenizer, train_tokenizer
+
+    store_path, tok_dir = tokenized
+    tok = shutil.copytree(tok_dir, tmp_path / "tok")  # same weights: the store's cache fits
+    model_dir = make_tiny_world_model(store_path, tok, tmp_path)
+    z = torch.randn(1, 2, *LATENT)
+    before = LoadedWorldModel.load(str(model_dir)).tokenizer.decode(z)
+    train_tokenizer(
+        [store_path], "cv", "cpu-small", tmp_path / "dec", steps=2, batch_size=2,
+        progress=False, checkpoint_every=2, lr=1e-2, init_from=tok, decoder_only=True,
+    )  # fmt: skip
+    export_tokenizer(tmp_path / "dec", tok)  # the tokenizer directory upgraded in place
+    after = LoadedWorldModel.load(str(model_dir)).tokenizer.decode(z)
+    assert (after - before).abs().max() > 1e-4  # the model now decodes with the new decoder
+    other = zoo.load_model(tok).module
+    with torch.no_grad():
+        other.encoder.stem.weight.mul_(1.5)
+    zoo.save_model(tok, "tokenizer", other.cfg.to_dict(), other.state_dict(), dtype="fp32")
+    with pytest.raises(ModelError, match="different tokenizer") as e:
+        LoadedWorldModel.load(str(model_dir))
+    assert "\n" not in str(e.value) and "config.toml: tokenizer_hash" in str(e.value)
