@@ -45,6 +45,7 @@ TASKS = {
 }
 BLIND = {"push": "wm-diffusion-push-blind"}  # the separately trained action-blind baselines
 HORIZONS = (1, 4, 16)
+SAMPLER_STEPS = (1, 2, 4)  # the sampler's step counts compared at the longest horizon
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -59,11 +60,15 @@ def ssim_u8(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fp32_sampler(
-    seed: int, sigma_start: float | None = SIGMA_START, guidance: float = GUIDANCE
+    seed: int,
+    sigma_start: float | None = SIGMA_START,
+    guidance: float = GUIDANCE,
+    steps: int | None = None,
 ) -> Sampler:
-    """The env's sampler settings, seeded, in plain fp32 (figures comparable across CPUs)."""
+    """The env's sampler settings, seeded, in plain fp32 (figures comparable across CPUs);
+    ``steps`` None: the model's own."""
     fp32 = Precision(torch.device("cpu"), None, 0.0, "fp32")
-    return Sampler(None, sigma_start, guidance, torch.Generator().manual_seed(seed), fp32)
+    return Sampler(steps, sigma_start, guidance, torch.Generator().manual_seed(seed), fp32)
 
 
 @torch.no_grad()
@@ -86,6 +91,7 @@ def rollout(
     sigma_start: float | None = SIGMA_START,
     guidance: float = GUIDANCE,
     first_state: np.ndarray | None = None,
+    steps: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(B, H, W, 3) first frames (+ (B, S) states) + (B, K, c, A) chunks → generated video
     (B, 1 + cK, H, W, 3) and, for models with proprio state, the last predicted state (B, S)."""
@@ -95,7 +101,7 @@ def rollout(
     state = None
     if model.has_state:
         state = torch.from_numpy((first_state - wm.state_mean) / wm.state_std).float()
-    sampler = fp32_sampler(seed, sigma_start, guidance)
+    sampler = fp32_sampler(seed, sigma_start, guidance, steps)
     roll = CachedRollout(model, wm.context_frames)  # what WorldModel-v0 steps with
     roll.start(latents, state, sampler)
     for k in range(chunks.shape[1]):
@@ -157,6 +163,15 @@ def run_task(model: str, store_path: Path, blind_model: str | None = None) -> di
         starts["sigma_max" if start is None else f"previous+{start}"] = psnr(
             video[:, last].reshape(-1, *real.shape[2:]), truth_last
         )
+    # The sampler's step count: PSNR at the longest horizon and the batched rollout's time.
+    by_steps = {}
+    for n in SAMPLER_STEPS:
+        t0 = time.perf_counter()
+        video = run(chunks, steps=n)[0]
+        by_steps[n] = {
+            "psnr": psnr(video[:, last].reshape(-1, *real.shape[2:]), truth_last),
+            "seconds": time.perf_counter() - t0,
+        }
     rows, result = (
         [],
         {
@@ -237,6 +252,7 @@ def run_task(model: str, store_path: Path, blind_model: str | None = None) -> di
         "single_latent_frames_per_s": n / single_s,
     }
     result["sampler_start_psnr_at_last_step"] = starts
+    result["sampler_steps_at_last_step"] = {"model_default": wm.model.cfg.wm.steps, **by_steps}
     result["sigma_start"] = SIGMA_START
     result["baseline_note"] = (
         "action_blind = a separately trained model whose DiT never saw actions or state "
@@ -278,6 +294,10 @@ def run_task(model: str, store_path: Path, blind_model: str | None = None) -> di
     print(
         f"PSNR at latent step {k_max} by sampler start: "
         + ", ".join(f"{k} {v:.1f} dB" for k, v in starts.items())
+    )
+    print(
+        f"PSNR at latent step {k_max} by sampler steps (model default {wm.model.cfg.wm.steps}): "
+        + ", ".join(f"{n}: {v['psnr']:.1f} dB in {v['seconds']:.1f} s" for n, v in by_steps.items())
     )
     return result
 
