@@ -533,12 +533,19 @@ def train_renderer_cmd(
     ],
     steps: Annotated[int, typer.Option(min=1)] = 3000,
     hidden: Annotated[int, typer.Option(min=8, help="Width of the renderer's conv net.")] = 64,
+    pixel_weighted: Annotated[
+        bool,
+        typer.Option(
+            help="Weigh each latent channel's error by what it costs in decoded pixels "
+            "(follows the PSNR); --no-pixel-weighted: plain latent MSE."
+        ),
+    ] = True,
 ) -> None:
     """Fit the model's state renderer (latent frame from the state; minutes): the base its
     DiT then diffuses the residual of. Saved back into the model directory."""
     from cosmos_sim.training.renderer import fit_renderer
 
-    r = fit_renderer(model, data, steps=steps, hidden=hidden)
+    r = fit_renderer(model, data, steps=steps, hidden=hidden, pixel_weighted=pixel_weighted)
     held = r["held_out_mse_from_first_frame"]
     console.print(
         f"renderer: train loss {r['train_loss_last100']:.4f}"

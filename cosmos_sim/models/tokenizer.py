@@ -434,6 +434,22 @@ class VideoTokenizer(nn.Module):
             video = video[:, :, TIME_FACTOR - 1 :]
         return video.transpose(1, 2)  # (B, T, 3, H, W)
 
+    @torch.no_grad()
+    def channel_gains(self, latents: torch.Tensor, delta: float = 0.1) -> torch.Tensor:
+        """How much each latent channel moves the decoded pixels around ``latents`` (cv,
+        (B, N, C, h, w)): the mean squared pixel change per unit change of that channel
+        everywhere, normalised to mean 1 → (C,). A latent loss weighted by these is the
+        pixel MSE to first order; the PCA code's first channel (a block's mean colour)
+        weighs ~13× the mean, its last ones ~0.05×."""
+        base = self._decode(latents)
+        gains = []
+        for c in range(latents.shape[2]):
+            moved = latents.clone()
+            moved[:, :, c] += delta
+            gains.append((self._decode(moved) - base).pow(2).mean() / delta**2)
+        g = torch.stack(gains)
+        return g / g.mean()
+
     def stream(self) -> StreamingDecoder:
         """A decoder that takes the latent frames a few at a time (an env's steps)."""
         return StreamingDecoder(self)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.progress import Progress
 
 from cosmos_sim.errors import ConfigError, StoreError
@@ -55,8 +54,11 @@ def _batch(latents, states, views, g: np.random.Generator, size: int):
 
 
 @torch.no_grad()
-def held_out_error(renderer: StateRenderer, latents, states, views=None) -> float:
-    """Mean squared latent error of every held-out frame rendered from its episode's first."""
+def held_out_error(
+    renderer: StateRenderer, latents, states, views=None, weights: torch.Tensor | None = None
+) -> float:
+    """Mean squared latent error of every held-out frame rendered from its episode's first
+    (each channel weighted by ``weights`` (C,), when given)."""
     errs = []
     for i, (lat, st) in enumerate(zip(latents, states, strict=True)):
         n = len(lat)
@@ -64,8 +66,24 @@ def held_out_error(renderer: StateRenderer, latents, states, views=None) -> floa
         pred = renderer(
             lat[:1].expand(n - 1, -1, -1, -1), st[:1].expand(n - 1, -1), st[:-1], st[1:], view
         )
-        errs.append(F.mse_loss(pred, lat[1:]).item())
+        errs.append(latent_loss(pred, lat[1:], weights).item())
     return float(np.mean(errs))
+
+
+def latent_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None):
+    """MSE of (B, C, h, w) latents, channel c weighted by ``weights[c]`` (None: uniform)."""
+    err = (pred - target).pow(2)
+    if weights is not None:
+        err = err * weights[:, None, None]
+    return err.mean()
+
+
+def pixel_weights(loaded: zoo.LoadedModel, latents: list[torch.Tensor]) -> torch.Tensor:
+    """The model's tokenizer's channel gains (:meth:`VideoTokenizer.channel_gains`) around
+    up to 16 of the training sequences: a latent loss weighted by them follows the PSNR."""
+    tok = zoo.load_tokenizer_of(loaded).module
+    n = min(len(x) for x in latents[:16])
+    return tok.channel_gains(torch.stack([x[:n] for x in latents[:16]]).float())
 
 
 def with_state_points(model, state_points: list[dict]):
@@ -91,11 +109,13 @@ def fit_renderer(
     lr: float = 1e-3,
     seed: int = 0,
     progress: bool = True,
+    pixel_weighted: bool = True,
 ) -> dict:
     """Add (or refit) the state renderer of an exported action, instruction or multi-view
     world model (one renderer, every view) on its task's tokenized stores, adding state
     points to its DiT when it has none (from the stores' fixed cameras); save the model in
-    place."""
+    place. ``pixel_weighted``: each latent channel's error weighs what it costs in decoded
+    pixels (:func:`pixel_weights`), so the fit follows the PSNR; else plain latent MSE."""
     from cosmos_sim.training import world_model_variants as variants
     from cosmos_sim.training.state_heads import open_task_stores
     from cosmos_sim.training.world_model_task import load_sequences
@@ -134,6 +154,7 @@ def fit_renderer(
         )["state_points"]
         model = with_state_points(model, points)
         dit = model.cfg.wm.dit
+    weights = pixel_weights(loaded, train[0]) if pixel_weighted else None
     p = model.cfg.probe
     torch.manual_seed(seed)
     renderer = StateRenderer(p.channels, p.height, p.width, p.state_dim, dit.state_points, hidden)
@@ -151,7 +172,7 @@ def fit_renderer(
         task = bar.add_task("renderer", total=steps)
         for _ in range(steps):
             ref, s_ref, s_prev, s_new, view, target = _batch(*train, g, batch_size)
-            loss = F.mse_loss(renderer(ref, s_ref, s_prev, s_new, view), target)
+            loss = latent_loss(renderer(ref, s_ref, s_prev, s_new, view), target, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -164,6 +185,10 @@ def fit_renderer(
         "hidden": hidden,
         "train_loss_last100": float(np.mean(losses[-100:])),
         "held_out_mse_from_first_frame": None if held is None else held_out_error(renderer, *held),
+        "held_out_weighted_mse_from_first_frame": (
+            None if held is None or weights is None else held_out_error(renderer, *held, weights)
+        ),
+        "channel_weights": None if weights is None else [round(float(w), 4) for w in weights],
         "wall_time_s": round(time.perf_counter() - t0, 1),
         "stores": [Path(path).name for path in data],
     }

@@ -103,6 +103,12 @@ def test_pca_bypass_init_is_the_linear_code_at_step_0():
     # the same code; pca_db counts frame 0 four times (its replicated group), hence ~0.5 dB
     assert pca_db > 15 and abs(float(got) - pca_db) < 1.0
     assert abs(float(z.std()) - 1) < 0.2  # whitened latents
+    # channel gains: what a unit of each whitened component costs in pixels — its PCA
+    # variance, so they fall from the first component to the last
+    gains = model.channel_gains(z)
+    assert gains.shape == (cfg.latent_channels,) and abs(float(gains.mean()) - 1) < 1e-5
+    assert float(gains[0]) == float(gains.max()) and gains[0] > 3 * gains[-1]
+    assert (gains[:4].mean() > gains[4:8].mean() > gains[-4:].mean()).item()
 
 
 def test_shapes_and_compression():

@@ -413,6 +413,7 @@ def test_state_renderer_fits_saves_and_is_the_rollouts_base(data, tmp_path):
     st = [torch.from_numpy(x).float() for x in seqs.state]
     copy = float(np.mean([((x[1:] - x[:1]) ** 2).mean().item() for x in lat]))
     assert result["held_out_mse_from_first_frame"] is None
+    assert len(result["channel_weights"]) == model.cfg.probe.channels  # the pixel-weighted fit
     assert held_out_error(model.renderer, lat, st) < 0.8 * copy
     # the rollout's base is the renderer's frame
     torch.nn.init.normal_(model.renderer.out.weight, std=0.5)  # far from the previous frame
