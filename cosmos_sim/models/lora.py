@@ -266,20 +266,27 @@ def load_lora(
 
 def export_merged(base: str | Path, adapter: str | Path, out_dir: str | Path) -> Path:
     """A whole model directory: ``base`` with ``adapter`` merged in, its config, statistics
-    and metadata kept (so anything that loads the base, e.g. the world-model env, loads it)."""
+    and metadata kept (so anything that loads the base, e.g. the world-model env, loads it).
+    An adapter trained on videos alone (``drops_renderer``) leaves the base's state renderer
+    out: its DiT learned the residual over the previous frame."""
     loaded = zoo.load_model(base)
     load_lora(loaded, adapter)
     merge_lora(loaded.module)
     meta = dict(loaded.config)
     fixed = {k: meta.pop(k) for k in ("kind", "format_version", "dtype", "config") if k in meta}
-    folder = read_adapter(adapter)[0]
+    folder, adapter_meta, _ = read_adapter(adapter)
+    state = loaded.module.state_dict()
+    if adapter_meta.get("drops_renderer"):  # trained on videos: drawn from the previous frame
+        fixed["config"] = {k: v for k, v in fixed["config"].items() if k != "renderer_hidden"}
+        state = {k: v for k, v in state.items() if not k.startswith("renderer.")}
+        meta.pop("renderer", None)
     meta |= {"lora_adapter": str(folder.resolve()), "base_weights_hash": loaded.weights_hash}
     card = folder / "card.md"
     return zoo.save_model(
         out_dir,
         loaded.kind,
         fixed.get("config", {}),
-        loaded.module.state_dict(),
+        state,
         dtype=fixed.get("dtype", "fp16"),
         stats=loaded.stats,
         card=card.read_text() if card.exists() else None,

@@ -176,6 +176,22 @@ class VideoOnlyWorldModel(ActionWorldModel):
         return self.wm.training_step({"latents": batch["latents"], "n_context": batch["n_context"]})
 
 
+def video_only_model(model: ActionWorldModel) -> tuple[VideoOnlyWorldModel, bool]:
+    """The fine-tuning copy of ``model``, and whether its state renderer was dropped.
+
+    Videos carry no states, so the DiT learns its residual over the previous frame; a
+    renderer (which would replace that base in the env) is dropped, so the fine-tuned
+    model draws each frame from the previous one, as it was trained."""
+    from dataclasses import replace
+
+    state = model.state_dict()
+    dropped = model.cfg.renderer_hidden > 0
+    cfg = replace(model.cfg, renderer_hidden=0) if dropped else model.cfg
+    task = VideoOnlyWorldModel(cfg)
+    task.load_state_dict({k: v for k, v in state.items() if not k.startswith("renderer.")})
+    return task, dropped
+
+
 def encode_videos(
     paths: list[Path], base: BaseModel, frames: int, stride: int = 1, progress: bool = False
 ) -> list[np.ndarray]:
@@ -239,8 +255,15 @@ def _card(base: BaseModel, videos: list[Path], cfg: FinetuneConfig, summary: dic
         f"{summary['total_parameters']:,}\n"
         f"* final loss: {summary.get('loss', float('nan')):.4f}\n"
         f"* peak memory: {summary['peak_memory_mb']:.0f} MB (process); weights, gradients and "
-        f"Adam state {summary['train_state_mb']:.1f} MB\n\n"
-        f"```\n{cmd}\n```\n"
+        f"Adam state {summary['train_state_mb']:.1f} MB\n"
+        + (
+            "* the base's state renderer is left out: videos carry no states, so the DiT "
+            "learned each frame's residual over the previous one, which is what it is drawn "
+            "from\n"
+            if summary.get("renderer_dropped")
+            else ""
+        )
+        + f"\n```\n{cmd}\n```\n"
     )
 
 
@@ -272,8 +295,7 @@ def finetune(
     loader = VideoClipLoader(latents, frames, cfg.batch_size, cfg.seed)
 
     torch.manual_seed(cfg.seed)
-    task = VideoOnlyWorldModel(base.world_model.module.cfg)
-    task.load_state_dict(base.world_model.module.state_dict())
+    task, dropped = video_only_model(base.world_model.module)
     if cfg.full:
         task.requires_grad_(True)
     else:
@@ -319,6 +341,7 @@ def finetune(
         "videos": len(paths),
         "clips": len(loader.windows),
         "frames": frames,
+        "renderer_dropped": dropped,
         "trainable_parameters": trainable,
         "total_parameters": total,
         # fp32 weights + gradients and Adam's two moments of the trainable ones
@@ -336,7 +359,11 @@ def finetune(
             base_model=base.world_model.path.name,
             base_weights_hash=base.world_model.weights_hash,
             card=card,
-            extra={"trained_steps": int(summary["step"]), "videos": len(paths)},
+            extra={
+                "trained_steps": int(summary["step"]),
+                "videos": len(paths),
+                "drops_renderer": dropped,  # export_merged drops the base's renderer
+            },
         )
         summary["adapter_dir"] = str(adapter)
         summary["adapter_mb"] = (adapter / "weights.safetensors").stat().st_size / 2**20

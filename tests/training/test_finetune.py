@@ -196,3 +196,30 @@ def test_cli_finetune_dry_run_and_error(tiny_world_model, clips, tmp_path):
     r = cli("--model", tiny_world_model, "--videos", str(clips[0].parent / "clip[0-3].mp4"))
     assert r.returncode == 2 and "at least 5 videos" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_finetuning_a_renderer_model_on_videos_leaves_the_renderer_out(
+    tiny_world_model, tokenized, clips, tmp_path
+):
+    """Videos carry no states: the DiT learns its residual over the previous frame, so the
+    fine-tuned model (full, or a LoRA adapter merged) must not draw from the renderer."""
+    import shutil
+
+    from cosmos_sim.training.renderer import fit_renderer
+
+    wm = shutil.copytree(tiny_world_model, tmp_path / "wm")
+    fit_renderer(wm, [tokenized[0]], steps=2, hidden=8, progress=False)
+    assert zoo.load_model(wm).module.renderer is not None
+    full = finetune(
+        wm, clips, tmp_path / "full", FinetuneConfig(full=True, steps=1, batch_size=2),
+        progress=False,
+    )  # fmt: skip
+    tuned = zoo.load_model(full["model_dir"])
+    assert full["renderer_dropped"] and tuned.module.renderer is None
+    assert "renderer is left out" in (Path(full["model_dir"]) / "card.md").read_text()
+    lora = finetune(
+        wm, clips, tmp_path / "lora", FinetuneConfig(steps=1, batch_size=2), progress=False
+    )
+    merged = zoo.load_model(export_merged(wm, lora["adapter_dir"], tmp_path / "merged"))
+    assert merged.module.renderer is None and "renderer" not in merged.config
+    assert zoo.load_model(wm).module.renderer is not None  # the base is untouched
