@@ -14,7 +14,9 @@ episode's true action chunks; generated frames are compared with the recorded on
 And a ceiling, "tokenizer": the recorded frames encoded and decoded by the model's own
 tokenizer. Every generated frame passes through that decoder, so no model on this
 tokenizer can score above it; `target_reachable` says whether copy-last + 6 dB at the
-longest horizon is below it.
+longest horizon is below it. Between the two, for a model with a state renderer:
+"renderer (recorded states)", the renderer alone drawing the recorded states — the score
+with perfect dynamics, so the gaps split the error into dynamics, renderer and tokenizer.
 
 Also: action sensitivity (where the probe reads the end effector after the true chunks
 vs after the reversed chunks, and how far the true-chunk one is from the recorded one),
@@ -78,6 +80,23 @@ def tokenizer_reconstruction(wm: LoadedWorldModel, video: np.ndarray) -> np.ndar
     a perfect model would generate up to any horizon, decoded as `rollout` decodes."""
     x = torch.from_numpy(video).permute(0, 1, 4, 2, 3).float() / 127.5 - 1  # (B, T, 3, H, W)
     out = wm.tokenizer.decode(wm.tokenizer.encode(x))
+    return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).numpy()
+
+
+@torch.no_grad()
+def rendered_from_states(wm: LoadedWorldModel, first: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """(B, H, W, 3) first frames + (B, K + 1, S) recorded states at the latent frames → the
+    state renderer's video alone (no DiT) from the recorded states: what the frames would
+    score with perfect dynamics, between the model's rollout and the tokenizer ceiling."""
+    tok, model = wm.tokenizer, wm.model
+    video = torch.from_numpy(first).permute(0, 3, 1, 2)[:, None].float() / 127.5 - 1
+    ref = tok.encode(video)  # (B, 1, C, h, w)
+    s = torch.from_numpy((states - wm.state_mean) / wm.state_std).float()
+    frames = [ref] + [
+        model.render(ref[:, 0], s[:, 0], s[:, k - 1], s[:, k])[:, None]
+        for k in range(1, s.shape[1])
+    ]
+    out = tok.decode(torch.cat(frames, 1))
     return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).numpy()
 
 
@@ -154,6 +173,11 @@ def run_task(model: str, store_path: Path, blind_model: str | None = None) -> di
     copy = np.repeat(real[:, :1], frames, axis=1)
     videos["copy_last"] = copy
     videos["tokenizer_ceiling"] = tokenizer_reconstruction(wm, real)
+    if getattr(wm.model, "renderer", None) is not None:  # where the error comes from
+        states = np.stack(
+            [store.read_window(e, 0, frames, fields=("state",))["state"][::CHUNK] for e in held]
+        )
+        videos["renderer_recorded_states"] = rendered_from_states(wm, real[:, 0], states)
     # The sampler's start, side by side: from pure noise at σ_max vs the previous frame (SDEdit).
     last = slice(1 + CHUNK * (k_max - 1), 1 + CHUNK * k_max)
     truth_last = real[:, last].reshape(-1, *real.shape[2:])
@@ -198,6 +222,7 @@ def run_task(model: str, store_path: Path, blind_model: str | None = None) -> di
                 "-" if blind_psnr is None else blind_psnr,
                 scores["action_dropped"]["psnr"],
                 scores["copy_last"]["psnr"],
+                scores.get("renderer_recorded_states", {}).get("psnr", "-"),
                 scores["tokenizer_ceiling"]["psnr"],
                 scores["world_model"]["psnr"] - scores["copy_last"]["psnr"],
                 "-" if blind_psnr is None else scores["world_model"]["psnr"] - blind_psnr,
@@ -258,7 +283,8 @@ def run_task(model: str, store_path: Path, blind_model: str | None = None) -> di
         "action_blind = a separately trained model whose DiT never saw actions or state "
         f"({blind_model}, where shipped); action_dropped = this model with its actions "
         "dropped (CFG branch); tokenizer_ceiling = the recorded frames through this "
-        "model's tokenizer (no model on it can score higher)"
+        "model's tokenizer (no model on it can score higher); renderer_recorded_states = "
+        "this model's state renderer alone drawing the recorded states (perfect dynamics)"
     )
     result["targets"] = {
         "psnr_over_copy_last_db_at_16": 6.0,
@@ -277,6 +303,7 @@ def run_task(model: str, store_path: Path, blind_model: str | None = None) -> di
             "action-blind",
             "action-dropped",
             "copy-last",
+            "renderer, recorded states",
             "tokenizer",
             "WM − copy",
             "WM − blind",
