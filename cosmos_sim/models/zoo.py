@@ -113,6 +113,15 @@ def dumps_toml(data: dict, prefix: str = "") -> str:
     return "\n".join(line for line in lines if line is not None) + "\n"
 
 
+def portable_path(path: str | Path) -> str:
+    """``path`` relative to the working directory when under it (a clone elsewhere then
+    finds it too), else as given: how a model's config names another model."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def weights_hash(model_dir: str | Path) -> str:
     """sha256 (first 16 hex) of weights.safetensors: identifies the exact model."""
     h = hashlib.sha256()

@@ -245,7 +245,7 @@ def export_tokenizer(
     dtype = "fp16"
     if init.get("decoder_only"):
         _check_encoder_kept(model, Path(init["model"]), path)
-        extra |= {"latents_of": init["latent_hash"], "decoder_of": init["model"]}
+        extra |= {"latents_of": init["latent_hash"], "decoder_of": zoo.portable_path(init["model"])}
         dtype = zoo.read_config(init["model"])["dtype"]  # the encoder's exact weights
     return zoo.save_model(
         model_dir,

@@ -641,15 +641,6 @@ def with_state_heads_of(model, source: Path, stats: dict):
     return out
 
 
-def _portable(path: str) -> str:
-    """``path`` relative to the working directory when under it (a clone elsewhere then
-    finds it too), else as given."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def export_world_model(
     run_dir: Path,
     model_dir: Path,
@@ -690,7 +681,7 @@ def export_world_model(
         "trained_steps": int(meta["step"]),
         "wall_time_s": round(float(meta.get("wall_time", 0.0)), 1),
         "tokenizer": Path(data["tokenizer"]).name,  # looked up in the zoo first
-        "tokenizer_path": _portable(data["tokenizer"]),
+        "tokenizer_path": zoo.portable_path(data["tokenizer"]),
         "tokenizer_hash": data["tokenizer_hash"],
         "task": data["task"],
         "cameras": data["cameras"],
@@ -700,7 +691,7 @@ def export_world_model(
     }
     if state_heads_from is not None:  # how the kept heads were fitted, and from where
         source = zoo.read_config(state_heads_from)
-        extra["post_trained_from"] = _portable(str(state_heads_from))
+        extra["post_trained_from"] = zoo.portable_path(state_heads_from)
         extra |= {k: source[k] for k in ("state_heads", "renderer") if k in source}
     old_card = Path(model_dir) / "card.md"
     if card is None and old_card.exists():  # re-exporting keeps the model's card
