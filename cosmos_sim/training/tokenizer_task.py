@@ -245,8 +245,11 @@ def export_tokenizer(
     dtype = "fp16"
     if init.get("decoder_only"):
         _check_encoder_kept(model, Path(init["model"]), path)
+        source = zoo.read_config(init["model"])
+        skip = ("kind", "format_version", "dtype", "config", *extra)
+        extra = {k: v for k, v in source.items() if k not in skip} | extra  # encoder provenance
         extra |= {"latents_of": init["latent_hash"], "decoder_of": zoo.portable_path(init["model"])}
-        dtype = zoo.read_config(init["model"])["dtype"]  # the encoder's exact weights
+        dtype = source["dtype"]  # the encoder's exact weights
     return zoo.save_model(
         model_dir,
         "tokenizer",
