@@ -7,7 +7,10 @@
   into the camera of frame t + 1 and compared with the generated frame t + 1 (error above
   the simulator's own frame, the floor); **camera pose error** — the orbit azimuth /
   elevation / distance the frame probe reads off the generated frames vs the commanded
-  ones (the probe on the real frames is the floor, copy-last the baseline).
+  ones (the probe on the real frames is the floor, copy-last the baseline). Beside them the
+  **warp base** alone: the first frame warped into each step's cameras by the table plane
+  and passed through the tokenizer (cosmos_sim/conditioning/warp.py) — what a ``warp_base``
+  model samples its residual over.
 * multiview (``wm-diffusion-push-multiview`` on ``data/push-mv.zarr``): the views are
   generated jointly (folded into time); PSNR per horizon and **cross-view consistency**:
   the simulator's frame of one camera reprojected into another and compared with the
@@ -28,10 +31,11 @@ import torch
 
 from benchmarks.common import print_table, write_result
 from benchmarks.world_model import fp32_sampler, psnr
+from cosmos_sim.conditioning.warp import mujoco_table_height
 from cosmos_sim.data.episode import CameraSeries
 from cosmos_sim.data.store import EpisodeStore
 from cosmos_sim.envs.world_model_env import LoadedWorldModel
-from cosmos_sim.envs.world_model_rollouts import CachedRollout, WindowRollout
+from cosmos_sim.envs.world_model_rollouts import CachedRollout, WarpBase, WindowRollout
 from cosmos_sim.evaluation.consistency import camera_consistency, cross_view_consistency
 from cosmos_sim.models import zoo
 from cosmos_sim.training.world_model_task import CHUNK, HELD_OUT_EVERY
@@ -60,6 +64,15 @@ def _norm_state(wm: LoadedWorldModel, state: np.ndarray) -> torch.Tensor:
     return torch.from_numpy((state - wm.state_mean) / wm.state_std).float()
 
 
+def _warp_base_video(wm: LoadedWorldModel, first: torch.Tensor, poses, k_image) -> np.ndarray:
+    """The warp base alone (B, T, H, W, 3) uint8: the first latent frames (B, 1, C, h, w)
+    warped into the cameras of every step (poses (B, K + 1, 4, 4)), decoded."""
+    warp = WarpBase(wm.tokenizer, k_image, mujoco_table_height(wm.task), CHUNK)
+    warp.start(first, poses[:, 0])
+    steps = [warp.base(poses[:, k - 1], poses[:, k]) for k in range(1, poses.shape[1])]
+    return _to_uint8(wm.tokenizer.decode(torch.cat([first, *steps], 1)))
+
+
 def _horizon_rows(task, real, videos, horizons) -> tuple[list, dict]:
     """PSNR of each method at each horizon (the c frames of that latent step)."""
     rows, out = [], {}
@@ -73,7 +86,8 @@ def _horizon_rows(task, real, videos, horizons) -> tuple[list, dict]:
 
 
 @torch.no_grad()
-def camera_task(model: str, store_path: Path) -> dict:
+def camera_task(model: str, store_path: Path, sampler_steps: int | None = None) -> dict:
+    """The camera benchmark of ``model`` (``sampler_steps`` None: the model's own)."""
     wm = LoadedWorldModel.load(model)
     m, store, cam = wm.model, EpisodeStore.open(store_path), wm.cameras[0]
     held = _held_out(store)
@@ -95,8 +109,9 @@ def camera_task(model: str, store_path: Path) -> dict:
     )
     state = _norm_state(wm, states[:, 0])
     k_image = torch.as_tensor(windows[0]["intrinsics"][cam][0], dtype=torch.float64)
-    roll = WindowRollout(m, wm.context_frames, k_image, real.shape[2:4])  # as WorldModel-v0
-    sampler = fp32_sampler(0)
+    warp_video = _warp_base_video(wm, lat, poses, k_image)
+    roll = WindowRollout(m, wm.context_frames, k_image, real.shape[2:4], wm.tokenizer)
+    sampler = fp32_sampler(0, steps=sampler_steps)
     roll.start(lat, state, sampler, poses[:, 0])
     t0 = time.perf_counter()
     for k in range(1, k_max + 1):
@@ -107,9 +122,8 @@ def camera_task(model: str, store_path: Path) -> dict:
     seconds = time.perf_counter() - t0
     video = _to_uint8(wm.tokenizer.decode(lat))
     copy = np.repeat(real[:, :1], frames, axis=1)
-    rows, scores = _horizon_rows(
-        "camera", real, {"world_model": video, "copy_last": copy}, horizons
-    )
+    methods = {"world_model": video, "copy_last": copy, "warp_base": warp_video}
+    rows, scores = _horizon_rows("camera", real, methods, horizons)
     # 3-D consistency: frame t of the sim reprojected into frame t + 1's camera
     series = [
         CameraSeries(
@@ -118,7 +132,7 @@ def camera_task(model: str, store_path: Path) -> dict:
         for x in windows
     ]
     cons = {}
-    for name, v in (("world_model", video), ("copy_last", copy)):
+    for name, v in methods.items():
         s = [camera_consistency(se, v[i]) for i, se in enumerate(series)]
         cons[name] = {
             "error": float(np.mean([x.error for x in s])),
@@ -136,7 +150,7 @@ def camera_task(model: str, store_path: Path) -> dict:
         return s[..., idx]
 
     pose_err = {}
-    for name, v in (("world_model", video), ("real_frames_probe_floor", real), ("copy_last", copy)):
+    for name, v in [*methods.items(), ("real_frames_probe_floor", real)]:
         err = np.abs(probe_orbit(v)[:, 1:] - truth_orbit[:, 1:])  # (B, K, 3)
         err[..., 0] = np.abs((err[..., 0] + 180) % 360 - 180)  # azimuth wraps
         pose_err[name] = dict(
@@ -148,12 +162,13 @@ def camera_task(model: str, store_path: Path) -> dict:
         )
     print_table(
         f"camera control, {len(held)} held-out episodes ({cam})",
-        ["variant", "latent steps", "WM PSNR", "copy-last", "WM − copy"],
+        ["variant", "latent steps", "WM PSNR", "copy-last", "warp base", "WM − copy"],
         rows,
     )
     print(
         f"3-D consistency (mean |error|, 0-1; sim floor {cons['world_model']['floor_sim']:.4f}): "
-        f"model {cons['world_model']['error']:.4f}, copy-last {cons['copy_last']['error']:.4f}"
+        f"model {cons['world_model']['error']:.4f}, copy-last {cons['copy_last']['error']:.4f}, "
+        f"warp base {cons['warp_base']['error']:.4f}"
     )
     print("camera pose error read by the probe:", pose_err)
     return {

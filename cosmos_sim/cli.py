@@ -444,6 +444,21 @@ def train_world_model_cmd(
             "project in each fixed camera (MuJoCo tasks).",
         ),
     ] = False,
+    warp_base: Annotated[
+        bool,
+        typer.Option(
+            "--warp-base",
+            help="Camera variant: the DiT samples the residual over the first frame warped "
+            "into each new camera by the table plane (MuJoCo tasks).",
+        ),
+    ] = False,
+    warp_reference: Annotated[
+        str,
+        typer.Option(
+            help="With --warp-base: warp the episode's first frame, or the previous latent "
+            "frame's last one (first | previous).",
+        ),
+    ] = "first",
     keep_state_heads: Annotated[
         bool,
         typer.Option(
@@ -476,6 +491,8 @@ def train_world_model_cmd(
         self_forcing=self_forcing,
         init=init,
         state_points=state_points,
+        warp_base=warp_base,
+        warp_reference=warp_reference,
     )
     console.print(
         f"step {summary['step']}  loss {summary['loss']:.4f}  {summary['samples_per_s']:.1f} samples/s → {out}"

@@ -120,8 +120,11 @@ def variant_stores(root: Path, size: int = 32) -> SimpleNamespace:
     )
 
 
-def tiny_world_model(store: Path, tok_dir: Path, out: Path, variant: str = "action") -> Path:
-    """A ``variant`` world model trained 2 steps on ``store`` and exported to ``out``/wm."""
+def tiny_world_model(
+    store: Path, tok_dir: Path, out: Path, variant: str = "action", **train_kwargs
+) -> Path:
+    """A ``variant`` world model trained 2 steps on ``store`` and exported to ``out``/wm
+    (``train_kwargs``: more options of ``train_world_model``, e.g. ``warp_base=True``)."""
     from cosmos_sim.training.world_model_task import export_world_model, train_world_model
 
     run = out / "run"
@@ -135,6 +138,7 @@ def tiny_world_model(store: Path, tok_dir: Path, out: Path, variant: str = "acti
         progress=False,
         checkpoint_every=2,
         dit_overrides=TINY_DIT,
+        **train_kwargs,
     )
     return export_world_model(run, out / "wm")
 

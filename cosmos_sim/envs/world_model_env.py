@@ -199,7 +199,9 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                 raise
             self.single_action_space = self.camera_nav.action_space
             k = torch.as_tensor(self.sim.intrinsics(self.camera_nav.camera), dtype=torch.float64)
-            self.rollout = WindowRollout(self.wm.model, self.wm.context_frames, k, (height, width))
+            self.rollout = WindowRollout(
+                self.wm.model, self.wm.context_frames, k, (height, width), self.wm.tokenizer
+            )
         else:
             self.rollout = CachedRollout(self.wm.model, self.wm.context_frames, len(self.generated))
         state_dim = len(self.sim.state_names) if include_state else None

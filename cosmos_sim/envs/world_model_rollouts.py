@@ -12,7 +12,9 @@ instruction        and each generated time step is appended; the cache keeps the
 camera             :class:`WindowRollout`: each frame's Plücker rays are relative to the
                    first frame of its context window (the model's ``ray_reference``),
                    and that frame moves with the window — so the window is prefilled
-                   anew at every step, its rays recomputed in the new reference.
+                   anew at every step, its rays recomputed in the new reference. A
+                   ``warp_base`` model draws each frame over the episode's first frame
+                   warped into the new camera (:class:`WarpBase`), not the previous frame.
 =================  =================================================================
 
 Both share one signature::
@@ -33,11 +35,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from cosmos_sim.conditioning.rays import clip_plucker_rays, scale_intrinsics
+from cosmos_sim.conditioning.warp import reference_frames, warp_base_latents
 from cosmos_sim.device import Precision
+from cosmos_sim.errors import ConfigError
 
 
 @dataclass
@@ -170,9 +175,83 @@ class CachedRollout:
         return self._last, _float(next_action)
 
 
+class WarpBase:
+    """A ``warp_base`` camera model's residual base: a decoded frame warped into the cameras
+    of each new latent frame by the table plane, and encoded (``conditioning/warp.py``;
+    training's base is the same, ``world_model_variants.warp_base_sequence``). The frame is
+    the episode's first (``reference="first"``) or the newest latent frame's last video
+    frame (``"previous"``, decoded by a stream as the env decodes it)."""
+
+    def __init__(
+        self,
+        tokenizer: torch.nn.Module,
+        intrinsics: Tensor,
+        height: float,
+        chunk: int,
+        reference: str = "first",
+    ) -> None:
+        self.tokenizer, self.height, self.chunk = tokenizer, height, chunk
+        self.intrinsics = np.asarray(intrinsics, np.float64)  # (3, 3) K of the images
+        self.reference = reference
+        self._stream = None  # "previous": the decoder's causal past
+        self._reference: np.ndarray | None = None  # (B, H, W, 3) uint8 the frames warped
+        self._reference_pose: np.ndarray | None = None  # (B, 4, 4) their cameras
+
+    def start(self, latents: Tensor, poses: Tensor) -> None:
+        """The episode's first latent frames (B, 1, C, h, w) and cameras (B, 4, 4)."""
+        if self.reference == "previous":
+            self._stream = self.tokenizer.stream()
+        self.advance(latents, poses, first=True)
+
+    @torch.no_grad()
+    def advance(self, latents: Tensor, poses: Tensor, first: bool = False) -> None:
+        """The newest latent frames (B, 1, C, h, w), at cameras (B, 4, 4), are in the rollout:
+        a ``previous`` base warps their last video frame next (a ``first`` one keeps frame 0)."""
+        if not first and self.reference == "first":
+            return
+        if self._stream is None:
+            self._reference = reference_frames(self.tokenizer, latents[:, 0].float())
+        else:
+            device = next(self.tokenizer.parameters()).device
+            video = self._stream.decode(latents.float().to(device))[:, -1]  # (B, 3, H, W)
+            video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte()
+            self._reference = video.permute(0, 2, 3, 1).cpu().numpy()
+        self._reference_pose = poses.cpu().numpy().astype(np.float64)
+
+    def base(self, pose_from: Tensor, pose_to: Tensor) -> Tensor:
+        """(B, 1, C, h, w): the new latent frame's base, the camera moving from ``pose_from``
+        (the previous latent frame's) to ``pose_to`` (B, 4, 4)."""
+        z = warp_base_latents(
+            self.tokenizer,
+            self._reference,
+            self.intrinsics,
+            self._reference_pose,
+            pose_from.cpu().numpy().astype(np.float64),
+            pose_to.cpu().numpy().astype(np.float64),
+            self.height,
+            self.chunk,
+        )
+        return z[:, None]
+
+
+def warp_base_of(model: torch.nn.Module, tokenizer, intrinsics: Tensor) -> WarpBase | None:
+    """The :class:`WarpBase` of a ``warp_base`` camera model (None for every other model)."""
+    cfg = getattr(model, "cfg", None)
+    if not getattr(cfg, "warp_base", False):
+        return None
+    if tokenizer is None:
+        raise ConfigError(
+            "a warp-base camera model needs its tokenizer in the rollout (to warp frames)",
+            field="tokenizer",
+        )
+    reference = getattr(cfg, "warp_reference", "first")
+    return WarpBase(tokenizer, intrinsics, cfg.warp_height, model.chunk, reference)
+
+
 class WindowRollout:
     """Camera-control models: the context window re-prefilled every step with its rays
-    relative to the window's first frame, as in training (``ray_reference``)."""
+    relative to the window's first frame, as in training (``ray_reference``). A model
+    with ``warp_base`` needs the ``tokenizer``: its base is built from frames."""
 
     def __init__(
         self,
@@ -180,10 +259,12 @@ class WindowRollout:
         context_frames: int,
         intrinsics: Tensor,
         image_size: tuple[int, int],
+        tokenizer: torch.nn.Module | None = None,
     ) -> None:
         self.model, self.context_frames = model, context_frames
         # (3, 3) float64 K of the (H, W) images: the camera's fovy never changes
         self.intrinsics, self.image_size = intrinsics, image_size
+        self.warp = warp_base_of(model, tokenizer, intrinsics)
         self._latents: Tensor | None = None  # (B, T, C, h, w) the window, T <= context_frames
         self._states: Tensor | None = None  # (B, T, S) its normalised states (or None)
         self._poses: Tensor | None = None  # (B, T, 4, 4) float64 its cameras
@@ -216,6 +297,8 @@ class WindowRollout:
         assert instruction_ids is None, "camera-control models take no instruction"
         self._latents, self._poses, self._first_time = latents, poses[:, None], 0
         self._states = None if states is None else states[:, None]
+        if self.warp is not None:
+            self.warp.start(latents, poses)
         return self._prefill(sampler.precision)
 
     @torch.no_grad()
@@ -223,17 +306,22 @@ class WindowRollout:
         time = self._first_time + self._latents.shape[1]
         window_poses = torch.cat([self._poses, poses[:, None]], 1)  # (B, T + 1, 4, 4)
         rays = self._rays(window_poses)[:, -1]  # the new frame's, in the window's reference
+        base = self._latents[:, -1:]  # (B, 1, C, h, w) the previous frame, or the warp's
+        if self.warp is not None:
+            base = self.warp.base(self._poses[:, -1], poses).to(base)
         with sampler.precision.autocast():
             z = _next_frame(
                 self.model,
                 self._cache,
                 chunk,
                 time,
-                self._latents[:, -1:],
+                base,
                 sampler,
                 state=state,
                 rays=rays,
             ).float()  # (B, 1, C, h, w)
+        if self.warp is not None:
+            self.warp.advance(z, poses)
         # Slide the window: the next step's reference is its (possibly new) first frame.
         keep = self.context_frames
         self._latents = torch.cat([self._latents, z], 1)[:, -keep:]

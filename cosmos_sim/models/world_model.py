@@ -27,6 +27,10 @@ With ``renderer_hidden > 0`` a :class:`~cosmos_sim.models.heads.StateRenderer` d
 new latent frame from the episode's first one and the states (``render``), and the residual
 DiT diffuses the difference to it — its base, where other models use the previous frame
 (CorrDiff's regression + diffusion split; the envs' rollouts do this).
+
+A camera model with ``warp_base`` does the same with geometry: its base is the first
+context frame warped into each new camera (``conditioning/warp.py``; the camera rollout
+builds it, the training loader precomputes it).
 """
 
 from __future__ import annotations
@@ -64,18 +68,41 @@ class ActionWorldModelConfig:
     dynamics_noise: float = 0.02  # std of noise on the dynamics head's input state in training
     dynamics_substeps: bool = False  # the dynamics head steps once per control action
     renderer_hidden: int = 0  # > 0: a StateRenderer this wide is the DiT's residual base
+    # camera models: the first context frame warped into each new camera (conditioning/warp.py,
+    # the table plane at z = warp_height m) is the DiT's residual base; batch["base"] in training
+    warp_base: bool = False
+    warp_height: float = 0.0
+    warp_reference: str = "first"  # the frame warped: "first" or "previous" (warp.py)
 
     def __post_init__(self) -> None:
         if isinstance(self.wm, dict):
             self.wm = WorldModelConfig(**self.wm)
         if isinstance(self.probe, dict):
             self.probe = ProbeConfig(**self.probe)
+        if self.warp_reference not in ("first", "previous"):
+            raise ConfigError(
+                "unknown warp reference",
+                field="warp_reference",
+                expected=["first", "previous"],
+                found=self.warp_reference,
+            )
+        if self.warp_base and self.renderer_hidden:
+            raise ConfigError(
+                "one residual base: a state renderer or the camera warp, not both",
+                field="warp_base",
+                expected="renderer_hidden = 0",
+                found=self.renderer_hidden,
+            )
 
     def to_dict(self) -> dict:
         # (dynamics_substeps only when set: older runs' configs stay as they were and resume)
         extra = {"dynamics_substeps": True} if self.dynamics_substeps else {}
         if self.renderer_hidden:
             extra["renderer_hidden"] = self.renderer_hidden
+        if self.warp_base:  # (only when set: older models' configs stay as they were)
+            extra |= {"warp_base": True, "warp_height": self.warp_height}
+            if self.warp_reference != "first":
+                extra["warp_reference"] = self.warp_reference
         return extra | {
             "wm": self.wm.to_dict(),
             "probe": dict(self.probe.__dict__),
@@ -135,6 +162,14 @@ class ActionWorldModel(nn.Module):
             "instruction_ids",
         )
         wm_batch = {k: batch[k] for k in keys if k in batch}
+        if self.cfg.warp_base:  # the loader's warped first frames (world_model_variants.py)
+            if batch.get("base") is None:
+                raise ConfigError(
+                    "a warp-base model trains against the warped first frame: the batch "
+                    "needs it (train with --warp-base)",
+                    field="base",
+                )
+            wm_batch["base"] = batch["base"]
         if self.renderer is not None:  # the DiT diffuses what the renderer misses
             wm_batch["base"] = self.render_clip(batch["latents"], batch["state"], batch.get("view"))
         loss, metrics = self.wm.training_step(wm_batch)

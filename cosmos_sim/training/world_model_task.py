@@ -57,6 +57,7 @@ class Sequences:
     instruction_ids: list[np.ndarray] = field(default_factory=list)  # instruction variant
     views: list[str] = field(default_factory=list)  # multiview: the cameras, in view order
     state_frames: list[np.ndarray] = field(default_factory=list)  # (1 + c·k, S) every frame's
+    base: list[np.ndarray] = field(default_factory=list)  # camera warp base (N, C, h, w)
 
 
 @dataclass
@@ -358,6 +359,8 @@ class LatentClipLoader(ClipWindows):
             latent_size = tuple(s.latents[0].shape[-2:])
             rays = variants.clip_rays(take(s.intrinsics), take(s.world_from_camera), latent_size)
             batch["rays"] = rays  # (B, T, 6, h, w)
+        if s.base:  # camera warp base: the first frame warped into each frame's camera
+            batch["base"] = take(s.base)  # (B, T, C, h, w)
         if s.instruction_ids:
             batch["instruction_ids"] = variants.pad_ids([s.instruction_ids[i] for i in rows[:, 0]])
         if s.views:
@@ -422,6 +425,8 @@ def build_model(
     action_blind: bool = False,
     self_forcing: float = 0.0,
     renderer_hidden: int = 0,
+    warp_height: float | None = None,
+    warp_reference: str = "first",
     **dit_overrides,
 ):
     """The world model of ``preset`` with the given controls (``dit_overrides``); trained on
@@ -430,7 +435,11 @@ def build_model(
 
     ``action_blind``: the baseline the benchmarks compare against — the DiT never sees the
     actions (every clip's are dropped) nor the proprio state (which the actions drive); the
-    state heads still train, so it loads and runs like any other model."""
+    state heads still train, so it loads and runs like any other model.
+
+    ``warp_height``: a camera model whose residual base is the first frame warped by the
+    table plane at this height (m) (``warp_reference``: the first frame or the previous one);
+    None: the previous frame itself."""
     from cosmos_sim.models.diffusion import EDMConfig, WorldModelConfig
     from cosmos_sim.models.dit import preset as dit_preset
     from cosmos_sim.models.world_model import ActionWorldModel, ActionWorldModelConfig, ProbeConfig
@@ -457,6 +466,9 @@ def build_model(
         probe=ProbeConfig(channels=c, height=h, width=w, state_dim=state_dim),
         dynamics_hidden=256,
         renderer_hidden=renderer_hidden,
+        warp_base=warp_height is not None,
+        warp_height=0.0 if warp_height is None else warp_height,
+        warp_reference=warp_reference,
     )
     return (variants.FoldedViewsWorldModel if folded_views else ActionWorldModel)(cfg)
 
@@ -518,10 +530,15 @@ def train_world_model(
     self_forcing: float = 0.0,
     init: Path | None = None,
     state_points: bool = False,
+    warp_base: bool = False,
+    warp_reference: str = "first",
 ) -> dict:
     """Train a diffusion world model on cached latents (resumable): action-conditioned, plus
     camera rays, folded views or the instruction for the other ``variant``s; with
-    ``state_points``, the DiT also sees where the state's points fall in each view."""
+    ``state_points``, the DiT also sees where the state's points fall in each view; with
+    ``warp_base`` (camera variant), the DiT samples the residual over the first frame warped
+    into each new camera by the task's table plane (``warp_reference``: the episode's first
+    frame, or the previous latent frame's last one)."""
     from cosmos_sim.training.trainer import Trainer, TrainerConfig
 
     variants.check_variant(variant)
@@ -531,6 +548,7 @@ def train_world_model(
     stores, tok, _, action_stats, state_stats = prepare(data, tokenizer, cameras)
     cams, controls = variants.variant_setup(variant, preset, stores, cameras)
     controls |= dit_overrides or {}
+    warp_height = _warp_height(variant, stores[0], warp_reference) if warp_base else None
     seqs = load_sequences(
         stores,
         tok.latent_hash,
@@ -543,6 +561,10 @@ def train_world_model(
     )
     if variant == "multiview":
         seqs = fold_cameras(seqs, cams)
+    if warp_base:
+        seqs.base = variants.warp_base_sequences(
+            seqs, stores, tok.module, warp_height, CHUNK, progress, warp_reference
+        )
     loader = LatentClipLoader(
         seqs, recipe.frames, batch_size or recipe.batch_size, n_context=None, seed=seed
     )
@@ -568,6 +590,8 @@ def train_world_model(
         self_forcing=self_forcing,
         # post-training a model with a state renderer: its DiT learns the renderer's residual
         renderer_hidden=zoo.read_config(init)["config"].get("renderer_hidden", 0) if init else 0,
+        warp_height=warp_height,
+        warp_reference=warp_reference,
         **controls,
     )
     if init is not None:
@@ -612,6 +636,29 @@ def train_world_model(
     summary = trainer.fit(resume=resume)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _warp_height(variant: str, store: EpisodeStore, reference: str) -> float:
+    """The table height (m) of the store's MuJoCo task: the plane of the camera warp base."""
+    from cosmos_sim.bridge.record import source_task
+    from cosmos_sim.conditioning.warp import WARP_REFERENCES, mujoco_table_height
+
+    if reference not in WARP_REFERENCES:
+        raise ConfigError(
+            "unknown warp reference",
+            field="warp_reference",
+            expected=list(WARP_REFERENCES),
+            found=reference,
+        )
+
+    if variant != "camera":
+        raise ConfigError(
+            "the warp base moves the first frame with the camera: camera variant only",
+            field="warp_base",
+            expected="--variant camera",
+            found=variant,
+        )
+    return mujoco_table_height(source_task(store.spec.source))
 
 
 def with_state_heads_of(model, source: Path, stats: dict):

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cosmos_sim.conditioning import points
+from cosmos_sim.conditioning import points, warp
 from cosmos_sim.conditioning.multiview import fold_views
 from cosmos_sim.conditioning.rays import clip_plucker_rays, scale_intrinsics
 from cosmos_sim.data.store import EpisodeStore
@@ -262,6 +262,62 @@ def clip_rays(
             for k, pose in zip(intrinsics, world_from_camera, strict=True)
         ]
     )
+
+
+def warp_base_sequence(
+    tokenizer: torch.nn.Module,
+    latents: np.ndarray,
+    intrinsics: np.ndarray,
+    poses: np.ndarray,
+    height: float,
+    chunk: int,
+    reference: str = "first",
+) -> np.ndarray:
+    """One episode's warp base (N, C, h, w) float32: latent frame 0 itself, then every latent
+    frame n a decoded frame warped into the cameras from pose n − 1 to pose n and encoded
+    (``conditioning/warp.py``) — what the camera rollout builds. The ``reference`` frame is
+    frame 0 (``first``), or the last video frame of latent frame n − 1 (``previous``; the
+    real one here, decoded with its causal past as the env's stream decodes it).
+    ``latents`` (N, C, h, w), ``intrinsics`` (3, 3) of the store's images, ``poses`` (N, 4, 4)
+    at each latent frame's last video frame."""
+    n = len(latents)
+    if n == 1:
+        return np.asarray(latents[:1], np.float32)
+    lat = torch.from_numpy(np.asarray(latents, np.float32))
+    if reference == "first":
+        frames = np.repeat(warp.reference_frames(tokenizer, lat[:1]), n - 1, 0)
+        frame_poses = np.repeat(poses[:1], n - 1, 0)
+    else:  # the previous latent frame's last video frame: frames 0, c, 2c, …
+        frames = warp.decode_frames(tokenizer, lat[None])[0, : chunk * (n - 1) : chunk]
+        frame_poses = poses[:-1]
+    warped = warp.warp_base_latents(
+        tokenizer, frames, intrinsics, frame_poses, poses[:-1], poses[1:], height, chunk
+    )
+    return np.concatenate([latents[:1], warped.cpu().numpy()]).astype(np.float32)
+
+
+def warp_base_sequences(
+    seqs,
+    stores: Sequence[EpisodeStore],
+    tokenizer: torch.nn.Module,
+    height: float,
+    chunk: int,
+    progress: bool = False,
+    reference: str = "first",
+) -> list[np.ndarray]:
+    """:func:`warp_base_sequence` of every camera-variant sequence of ``seqs`` (its episodes'
+    image K from the stores; the poses ``seqs`` already holds), computed once before training:
+    the base depends only on the recorded first frame and poses."""
+    from rich.progress import Progress
+
+    out = []
+    rows = list(zip(seqs.key, seqs.latents, seqs.world_from_camera, strict=True))
+    with Progress(disable=not progress, transient=True) as bar:
+        for (si, e, camera), lat, poses in bar.track(rows, description="warp base"):
+            k = stores[si].read_window(e, 0, 1, cameras=[camera], fields=("intrinsics",))
+            image_k = k["intrinsics"][camera][0]
+            out.append(warp_base_sequence(tokenizer, lat, image_k, poses, height, chunk, reference))
+    return out
 
 
 # -- instruction control ---------------------------------------------------------------------

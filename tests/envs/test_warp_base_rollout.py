@@ -1,0 +1,227 @@
+"""Camera-control models with a warp base (``warp_base = true``): tiny models trained 2 steps
+on a tiny real cameranav store (tests/factories.py). The flagged model draws every new frame
+over the env's first frame (or, ``warp_reference = "previous"``, the last frame it generated)
+warped into the commanded camera; a model without the flag rolls out exactly as before (over
+the previous latent frame)."""
+
+from __future__ import annotations
+
+import tomllib
+from types import SimpleNamespace
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from factories import tiny_world_model, variant_stores
+
+import cosmos_sim  # noqa: F401  (registers the envs)
+from cosmos_sim.conditioning.warp import decode_frames, reference_frames, warp_base_latents
+from cosmos_sim.data.store import EpisodeStore
+from cosmos_sim.envs.world_model_rollouts import WindowRollout
+from cosmos_sim.errors import ConfigError
+from cosmos_sim.models import zoo
+from cosmos_sim.training import world_model_variants as variants
+from cosmos_sim.training.world_model_task import (
+    CHUNK,
+    dataset_stats,
+    load_sequences,
+    train_world_model,
+)
+
+SIZE = 32
+WM = "cosmos_sim/WorldModel-v0"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("warp-base")
+    data = variant_stores(root, SIZE)
+    return SimpleNamespace(
+        data=data,
+        plain=tiny_world_model(data.nav, data.tok, root / "plain", "camera"),
+        warp=tiny_world_model(data.nav, data.tok, root / "warp", "camera", warp_base=True),
+        previous=tiny_world_model(
+            data.nav, data.tok, root / "prev", "camera", warp_base=True, warp_reference="previous"
+        ),
+    )
+
+
+def _config(model_dir) -> dict:
+    return tomllib.loads((model_dir / "config.toml").read_text())["config"]
+
+
+def _record_bases(env) -> list[torch.Tensor]:
+    """Every base (``previous``) the env's rollout hands the model's next_frame."""
+    model, seen = env.unwrapped.vec.wm.model, []
+    next_frame = model.next_frame
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["previous"].clone())
+        return next_frame(*args, **kwargs)
+
+    model.next_frame = recording
+    return seen
+
+
+def _rollout(env, seed: int, actions: np.ndarray) -> list[np.ndarray]:
+    obs, _ = env.reset(seed=seed)
+    frames = [obs["orbit"]]
+    for a in actions:
+        obs, *_, info = env.step(a)
+        frames.append(info["frames"]["orbit"])
+    return frames
+
+
+def test_the_flag_is_in_the_config_only_when_set(models):
+    assert _config(models.warp)["warp_base"] is True
+    assert _config(models.warp)["warp_height"] == pytest.approx(0.0)  # cameranav's table top
+    assert "warp_base" not in _config(models.plain)  # older models' configs stay as they were
+    assert "warp_reference" not in _config(models.warp)  # the first frame: the default
+    assert _config(models.previous)["warp_reference"] == "previous"
+
+
+def test_a_model_without_the_flag_rolls_out_over_the_previous_frame_bit_for_bit(models):
+    actions = np.random.default_rng(2).uniform(-1, 1, (3, 4, 5)).astype(np.float32)
+    env = gym.make(WM, model=str(models.plain), sampler_steps=1, arm="policy")
+    vec = env.unwrapped.vec
+    assert vec.rollout.warp is None
+    bases = _record_bases(env)
+    latents, step = [], vec.rollout.step
+
+    def recording_step(*args, **kwargs):  # the frames the rollout generates
+        z, next_action = step(*args, **kwargs)
+        latents.append(z.clone())
+        return z, next_action
+
+    vec.rollout.step = recording_step
+    new = _rollout(env, 7, actions)
+    # each step's base is the frame generated the step before (the reset frame first)
+    for before, base in zip(latents[:-1], bases[1:], strict=True):
+        torch.testing.assert_close(base, before, rtol=0, atol=0)
+    # the rollout as built before the warp base existed (no tokenizer): the same frames
+    vec.rollout = WindowRollout(
+        vec.wm.model, vec.wm.context_frames, vec.rollout.intrinsics, vec.rollout.image_size
+    )
+    old = _rollout(env, 7, actions)
+    for a, b in zip(new, old, strict=True):
+        np.testing.assert_array_equal(a, b)
+    env.close()
+
+
+def test_a_flagged_model_draws_over_the_first_frame_warped_into_the_commanded_camera(models):
+    env = gym.make(WM, model=str(models.warp), sampler_steps=1, arm="policy")
+    nav = gym.make("cosmos_sim/CameraNav-v0", size=SIZE, arm="policy").unwrapped
+    vec = env.unwrapped.vec
+    bases = _record_bases(env)
+    obs, _ = env.reset(seed=5)
+    nav.reset(seed=5)
+    poses = [nav.sim.world_from_camera("orbit")]
+    k = nav.sim.intrinsics("orbit")
+    actions = np.random.default_rng(1).uniform(-1, 1, (4, 4, 5)).astype(np.float32)
+    generated = []
+    for a in actions:
+        generated.append(env.step(a)[-1]["frames"]["orbit"])
+        nav.step(a)
+        poses.append(nav.sim.world_from_camera("orbit"))
+    tok = vec.wm.tokenizer
+    video = torch.from_numpy(obs["orbit"]).permute(2, 0, 1)[None, None].float() / 127.5 - 1
+    reference = reference_frames(tok, tok.encode(video)[:, 0])  # (1, H, W, 3) the decoded reset
+    for step, base in enumerate(bases):
+        expected = warp_base_latents(
+            tok, reference, k, poses[0][None], poses[step][None], poses[step + 1][None], 0.0, CHUNK
+        )
+        torch.testing.assert_close(base[:, 0], expected, atol=1e-5, rtol=1e-5)
+    # a base of its own, not the previous frame: the camera moved, the warp moved the view
+    assert (bases[-1] - bases[-2]).abs().max() > 1e-3
+    env.close()
+    nav.close()
+
+
+def test_a_previous_frame_model_warps_the_last_frame_it_generated(models):
+    env = gym.make(WM, model=str(models.previous), sampler_steps=1, arm="policy")
+    nav = gym.make("cosmos_sim/CameraNav-v0", size=SIZE, arm="policy").unwrapped
+    vec = env.unwrapped.vec
+    bases, latents, step = _record_bases(env), [], vec.rollout.step
+
+    def recording_step(*args, **kwargs):
+        z, next_action = step(*args, **kwargs)
+        latents.append(z.clone())
+        return z, next_action
+
+    vec.rollout.step = recording_step
+    obs, _ = env.reset(seed=6)
+    nav.reset(seed=6)
+    poses = [nav.sim.world_from_camera("orbit")]
+    actions = np.random.default_rng(3).uniform(-1, 1, (3, 4, 5)).astype(np.float32)
+    for a in actions:
+        env.step(a)
+        nav.step(a)
+        poses.append(nav.sim.world_from_camera("orbit"))
+    tok, k = vec.wm.tokenizer, nav.sim.intrinsics("orbit")
+    video = torch.from_numpy(obs["orbit"]).permute(2, 0, 1)[None, None].float() / 127.5 - 1
+    generated = torch.cat([tok.encode(video), *latents], 1)  # (1, 1 + steps, C, h, w)
+    for step_, base in enumerate(bases):
+        frame = decode_frames(tok, generated[:, : step_ + 1])[:, -1]  # newest frame's last
+        p0, p1 = poses[step_][None], poses[step_ + 1][None]
+        expected = warp_base_latents(tok, frame, k, p0, p0, p1, 0.0, CHUNK)
+        torch.testing.assert_close(base[:, 0], expected, atol=1e-3, rtol=1e-3)
+    env.close()
+    nav.close()
+
+
+@pytest.mark.parametrize("reference", ["first", "previous"])
+def test_training_bases_are_the_warped_reference_frames_of_each_episode(models, reference):
+    data = models.data
+    store = EpisodeStore.open(data.nav)
+    action_stats, state_stats = dataset_stats([store])
+    tok = zoo.load_model(data.tok)
+    seqs = load_sequences(
+        [store], tok.latent_hash, ["orbit"], action_stats, state_stats, geometry=True
+    )
+    bases = variants.warp_base_sequences(seqs, [store], tok.module, 0.0, CHUNK, reference=reference)
+    assert len(bases) == len(seqs.latents)
+    for (_, e, _), lat, base in zip(seqs.key, seqs.latents, bases, strict=True):
+        assert base.shape == lat.shape and base.dtype == np.float32
+        np.testing.assert_array_equal(base[0], lat[0])  # the first frame is its own base
+        w = store.read_window(e, 0, store.episode_length(e), fields=("world_from_camera",))
+        poses = w["world_from_camera"]["orbit"].astype(np.float64)[::CHUNK][: len(lat)]
+        k = store.read_window(e, 0, 1, fields=("intrinsics",))["intrinsics"]["orbit"][0]
+        n = len(lat) - 1
+        if reference == "first":
+            frames = np.repeat(reference_frames(tok.module, torch.from_numpy(lat[:1])), n, 0)
+            frame_poses = np.repeat(poses[:1], n, 0)
+        else:  # the last video frame of each latent frame before: 0, c, 2c, …
+            frames = decode_frames(tok.module, torch.from_numpy(lat[None]))[0, ::CHUNK][:n]
+            frame_poses = poses[:-1]
+        expected = warp_base_latents(
+            tok.module, frames, k, frame_poses, poses[:-1], poses[1:], 0.0, CHUNK
+        )
+        np.testing.assert_allclose(base[1:], expected.numpy(), atol=1e-5)
+
+
+def test_the_warp_base_is_refused_outside_the_camera_variant(models, tmp_path):
+    data = models.data
+    with pytest.raises(ConfigError, match="warp_base"):
+        train_world_model(
+            [data.push],
+            data.tok,
+            tmp_path / "run",
+            variant="action",
+            steps=1,
+            batch_size=2,
+            progress=False,
+            warp_base=True,
+        )
+    with pytest.raises(ConfigError, match="warp_reference"):
+        train_world_model(
+            [data.nav],
+            data.tok,
+            tmp_path / "run2",
+            variant="camera",
+            steps=1,
+            batch_size=2,
+            progress=False,
+            warp_base=True,
+            warp_reference="last",
+        )
