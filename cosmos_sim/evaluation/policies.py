@@ -11,8 +11,24 @@ Policy specs (``cosmos-sim evaluate --policies``):
 ``random``            uniform random actions
 ``pkg.mod:make``      a user callable (or a factory taking ``(action_space)``)
 ``policy.zip``        a stable-baselines3 model (``rl`` extra)
-``policy.pt``         a TorchScript module: state (S,) float32 tensor → action chunk
+``policy.pt``         a TorchScript module → action chunk ``(chunk, A)`` (see below)
 ===================  ==================================================================
+
+A TorchScript policy reads the state, or a camera image when the module has a ``camera``
+attribute (a ``str``, kept by ``torch.jit.script``); the number of ``forward`` arguments
+says whether it reads the state too:
+
+=========================  ==============================================================
+module                     ``forward`` arguments (one observation, no batch axis)
+=========================  ==============================================================
+no ``camera`` attribute    ``state`` (S,) float32
+``camera = "front"``       ``image`` (3, H, W) float32 in [0, 1]: the observation's uint8
+                           (H, W, 3) image of that camera, channels first, divided by 255
+``camera`` + 2 arguments   ``image`` as above, then ``state`` (S,) float32
+=========================  ==============================================================
+
+A camera missing from the observation, a failing ``forward``, an output of the wrong
+size or a non-finite output is a one-line error naming the policy.
 """
 
 from __future__ import annotations
@@ -27,7 +43,7 @@ import numpy as np
 
 from cosmos_sim.bridge.experts import KINDS, ScriptedPolicy
 from cosmos_sim.bridge.tasks import Task
-from cosmos_sim.errors import ConfigError, MissingExtraError
+from cosmos_sim.errors import CameraError, ConfigError, MissingExtraError
 
 
 class Policy(Protocol):
@@ -147,6 +163,7 @@ def _load_sb3(path: Path, action_space: gym.spaces.Box) -> Callable:
 
 
 def _load_torchscript(path: Path) -> Callable:
+    """The module as ``obs -> action chunk``; reads the image of its ``camera`` if it has one."""
     import torch
 
     try:
@@ -154,10 +171,74 @@ def _load_torchscript(path: Path) -> Callable:
     except RuntimeError as e:
         raise ConfigError(f"not a TorchScript file ({e})", field="policy", found=str(path)) from e
     module.eval()
+    camera = getattr(module, "camera", None)
+    if camera is not None and not isinstance(camera, str):
+        raise ConfigError(
+            "a TorchScript policy's camera attribute must be a camera name",
+            path=path,
+            field="camera",
+            expected="str",
+            found=type(camera).__name__,
+        )
+    n_args = len(module.forward.schema.arguments) - 1  # without self
+    if n_args not in ((1,) if camera is None else (1, 2)):
+        raise ConfigError(
+            "a TorchScript policy's forward takes the wrong number of arguments",
+            path=path,
+            field="forward",
+            expected="(state)" if camera is None else "(image) or (image, state)",
+            found=f"{n_args} arguments",
+        )
+
+    def inputs(obs: dict) -> list:
+        state = (
+            torch.as_tensor(np.asarray(obs["state"]), dtype=torch.float32)
+            if "state" in obs
+            else None
+        )
+        if camera is None:
+            return [state]
+        if camera not in obs:
+            raise CameraError(
+                "the policy reads a camera the observation lacks",
+                path=path,
+                field="camera",
+                expected=camera,
+                found=sorted(k for k in obs if k != "state"),
+            )
+        image = torch.from_numpy(np.ascontiguousarray(obs[camera]))  # (H, W, 3) uint8
+        image = image.permute(2, 0, 1).float() / 255.0  # (3, H, W) in [0, 1]
+        return [image] if n_args == 1 else [image, state]
 
     def act(obs: dict) -> np.ndarray:
-        with torch.no_grad():
-            return module(torch.as_tensor(obs["state"], dtype=torch.float32)).numpy()
+        args = inputs(obs)
+        if any(a is None for a in args):
+            raise ConfigError(
+                "the policy reads the state, the observation has none",
+                path=path,
+                field="state",
+                found=sorted(obs),
+            )
+        try:
+            with torch.no_grad():
+                out = module(*args)
+        except RuntimeError as e:  # TorchScript's message is a multi-line traceback
+            last = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+            shapes = [tuple(a.shape) for a in args]
+            raise ConfigError(
+                f"the policy's forward failed on inputs of shape {shapes} ({last})",
+                path=path,
+                field="forward",
+            ) from e
+        if not isinstance(out, torch.Tensor):
+            raise ConfigError(
+                "the policy's forward must return one tensor",
+                path=path,
+                field="forward",
+                expected="Tensor (chunk, A)",
+                found=type(out).__name__,
+            )
+        return out.numpy()
 
     return act
 
