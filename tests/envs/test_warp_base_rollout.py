@@ -202,26 +202,13 @@ def test_training_bases_are_the_warped_reference_frames_of_each_episode(models, 
 
 def test_the_warp_base_is_refused_outside_the_camera_variant(models, tmp_path):
     data = models.data
-    with pytest.raises(ConfigError, match="warp_base"):
-        train_world_model(
-            [data.push],
-            data.tok,
-            tmp_path / "run",
-            variant="action",
-            steps=1,
-            batch_size=2,
-            progress=False,
-            warp_base=True,
-        )
-    with pytest.raises(ConfigError, match="warp_reference"):
-        train_world_model(
-            [data.nav],
-            data.tok,
-            tmp_path / "run2",
-            variant="camera",
-            steps=1,
-            batch_size=2,
-            progress=False,
-            warp_base=True,
-            warp_reference="last",
-        )
+
+    def refused(store, variant: str, field: str, **kw) -> None:
+        with pytest.raises(ConfigError, match=field):
+            train_world_model(
+                [store], data.tok, tmp_path / variant, variant=variant, steps=1, batch_size=2,
+                progress=False, warp_base=True, **kw,
+            )  # fmt: skip
+
+    refused(data.push, "action", "warp_base")
+    refused(data.nav, "camera", "warp_reference", warp_reference="last")
