@@ -220,7 +220,8 @@ def export_tokenizer(
         {k.removeprefix("tokenizer."): v for k, v in ckpt.strip_prefix(tensors, "model").items()}
     )
     init = meta["config"].get("init", {})
-    TokenizerTask(model, decoder_only=bool(init.get("decoder_only")))  # the run's frozen parts
+    if init.get("decoder_only"):  # frozen in the run: not in its EMA list
+        model.encoder.requires_grad_(False)
     if use_ema and any(k.startswith("ema.") for k in tensors):
         # the Trainer's EMA list follows its AdamW groups: decayed params first, then the rest
         from cosmos_sim.training.trainer import param_groups
