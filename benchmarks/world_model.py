@@ -151,11 +151,11 @@ def run_task(model: str, store_path: Path, blind_model: str | None = None) -> di
     real = np.stack(
         [store.read_window(e, 0, frames, cameras=[cam])["rgb"][cam] for e in held]
     )  # (B, T, H, W, 3)
-    actions = np.stack(
-        [store.read_window(e, 0, frames, fields=("action",))["action"] for e in held]
-    )
+    recorded = [store.read_window(e, 0, frames, fields=("action", "state")) for e in held]
+    actions = np.stack([r["action"] for r in recorded])
+    states = np.stack([r["state"] for r in recorded])  # (B, T, S)
     chunks = actions[:, : CHUNK * k_max].reshape(len(held), k_max, CHUNK, -1)
-    states0 = np.stack([store.read_window(e, 0, 1, fields=("state",))["state"][0] for e in held])
+    states0 = states[:, 0]
 
     def run(chunks_, drop=False, **kw):
         return rollout(wm, real[:, 0], chunks_, drop, 0, first_state=states0, **kw)
@@ -174,10 +174,9 @@ def run_task(model: str, store_path: Path, blind_model: str | None = None) -> di
     videos["copy_last"] = copy
     videos["tokenizer_ceiling"] = tokenizer_reconstruction(wm, real)
     if getattr(wm.model, "renderer", None) is not None:  # where the error comes from
-        states = np.stack(
-            [store.read_window(e, 0, frames, fields=("state",))["state"][::CHUNK] for e in held]
+        videos["renderer_recorded_states"] = rendered_from_states(
+            wm, real[:, 0], states[:, ::CHUNK]
         )
-        videos["renderer_recorded_states"] = rendered_from_states(wm, real[:, 0], states)
     # The sampler's start, side by side: from pure noise at σ_max vs the previous frame (SDEdit).
     last = slice(1 + CHUNK * (k_max - 1), 1 + CHUNK * k_max)
     truth_last = real[:, last].reshape(-1, *real.shape[2:])
@@ -232,9 +231,7 @@ def run_task(model: str, store_path: Path, blind_model: str | None = None) -> di
     # reversed chunks, with and without classifier-free guidance on the actions.
     names = list(store.spec.state_names)
     ee = [names.index("ee.x"), names.index("ee.y")]
-    real_ee = np.stack(
-        [store.read_window(e, 0, frames, fields=("state",))["state"][-1] for e in held]
-    )[:, ee]
+    real_ee = states[:, -1][:, ee]
 
     def final_ee(video: np.ndarray) -> np.ndarray:
         with torch.no_grad():
