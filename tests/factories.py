@@ -160,3 +160,14 @@ def randomise_dit(model_dir: Path, std: float = 0.1, seed: int = 0) -> Path:
             weights[name] = (torch.randn(w.shape, generator=g) * std).to(w.dtype)
     save_file(weights, str(path))
     return Path(model_dir)
+
+
+def drive_beside_sim(env, nav, actions, camera: str = "orbit") -> tuple[list, list]:
+    """Step a world-model env and the simulator env ``nav`` (both reset already) with the same
+    ``actions``: the simulator's ``camera`` poses (the reset's first) and the env's infos."""
+    poses, infos = [nav.sim.world_from_camera(camera)], []
+    for a in actions:
+        infos.append(env.step(a)[-1])
+        nav.step(a)
+        poses.append(nav.sim.world_from_camera(camera))
+    return poses, infos

@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from factories import tiny_world_model, variant_stores
+from factories import drive_beside_sim, tiny_world_model, variant_stores
 
 import cosmos_sim  # noqa: F401  (registers the envs)
 from cosmos_sim.conditioning.warp import decode_frames, reference_frames, warp_base_latents
@@ -116,14 +116,9 @@ def test_a_flagged_model_draws_over_the_first_frame_warped_into_the_commanded_ca
     bases = _record_bases(env)
     obs, _ = env.reset(seed=5)
     nav.reset(seed=5)
-    poses = [nav.sim.world_from_camera("orbit")]
     k = nav.sim.intrinsics("orbit")
     actions = np.random.default_rng(1).uniform(-1, 1, (4, 4, 5)).astype(np.float32)
-    generated = []
-    for a in actions:
-        generated.append(env.step(a)[-1]["frames"]["orbit"])
-        nav.step(a)
-        poses.append(nav.sim.world_from_camera("orbit"))
+    poses, _ = drive_beside_sim(env, nav, actions)
     tok = vec.wm.tokenizer
     video = torch.from_numpy(obs["orbit"]).permute(2, 0, 1)[None, None].float() / 127.5 - 1
     reference = reference_frames(tok, tok.encode(video)[:, 0])  # (1, H, W, 3) the decoded reset
@@ -152,12 +147,8 @@ def test_a_previous_frame_model_warps_the_last_frame_it_generated(models):
     vec.rollout.step = recording_step
     obs, _ = env.reset(seed=6)
     nav.reset(seed=6)
-    poses = [nav.sim.world_from_camera("orbit")]
     actions = np.random.default_rng(3).uniform(-1, 1, (3, 4, 5)).astype(np.float32)
-    for a in actions:
-        env.step(a)
-        nav.step(a)
-        poses.append(nav.sim.world_from_camera("orbit"))
+    poses, _ = drive_beside_sim(env, nav, actions)
     tok, k = vec.wm.tokenizer, nav.sim.intrinsics("orbit")
     video = torch.from_numpy(obs["orbit"]).permute(2, 0, 1)[None, None].float() / 127.5 - 1
     generated = torch.cat([tok.encode(video), *latents], 1)  # (1, 1 + steps, C, h, w)

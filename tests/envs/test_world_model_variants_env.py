@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from factories import tiny_world_model, variant_stores
+from factories import drive_beside_sim, tiny_world_model, variant_stores
 from gymnasium.utils.env_checker import check_env
 
 import cosmos_sim  # noqa: F401  (registers the envs)
@@ -95,12 +95,8 @@ def test_camera_rays_are_the_commanded_cameras_relative_to_the_window(models):
     nav = gym.make("cosmos_sim/CameraNav-v0", size=SIZE, arm="policy").unwrapped
     env.reset(seed=5)
     nav.reset(seed=5)
-    poses = [nav.sim.world_from_camera("orbit")]
     actions = np.random.default_rng(1).uniform(-1, 1, (5, 4, 5)).astype(np.float32)
-    for a in actions:
-        env.step(a)
-        nav.step(a)
-        poses.append(nav.sim.world_from_camera("orbit"))
+    poses, _ = drive_beside_sim(env, nav, actions)
     context = vec.wm.context_frames
     assert len(seen) == 1 + len(actions) and seen[-1].shape == (1, context, 6, 4, 4)
     k = scale_intrinsics(torch.from_numpy(nav.sim.intrinsics("orbit")), (SIZE, SIZE), 4, 4)
