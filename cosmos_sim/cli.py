@@ -526,18 +526,32 @@ def train_state_heads_cmd(
             "learning every recorded frame.",
         ),
     ] = None,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (cosine to 10 %).")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(min=1, help="Unroll windows per step.")] = 256,
 ) -> None:
     """Stage 2: refit a world model's state dynamics and readout heads on every transition
     of the stores (minutes; the DiT is untouched). Saved back into the model directory."""
     from cosmos_sim.training.state_heads import refine_exported
 
-    r = refine_exported(model, data, steps=steps, unroll=unroll, hidden=hidden, substeps=substeps)
-    before, after = r.get("held_out_unroll_error_before"), r.get("held_out_unroll_error_after")
-    if before is not None:
-        console.print(
-            f"held-out state error after {unroll} chunks (normalised, mean over dims): "
-            f"{sum(before) / len(before):.3f} → {sum(after) / len(after):.3f}"
-        )
+    r = refine_exported(
+        model,
+        data,
+        steps=steps,
+        unroll=unroll,
+        hidden=hidden,
+        substeps=substeps,
+        lr=lr,
+        batch_size=batch_size,
+        progress=True,
+    )
+    mean = lambda errors: sum(errors) / len(errors)  # noqa: E731
+    for chunks, key in ((unroll, "unroll"), (r.get("horizon"), "horizon")):
+        before, after = r.get(f"held_out_{key}_error_before"), r.get(f"held_out_{key}_error_after")
+        if before is not None:
+            console.print(
+                f"held-out state error after {chunks} chunks (normalised, mean over dims): "
+                f"{mean(before):.3f} → {mean(after):.3f}"
+            )
     console.print(f"refit {r['windows']} windows × {steps} steps → {model}")
 
 

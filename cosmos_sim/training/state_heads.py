@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.progress import Progress
 
 from cosmos_sim.errors import ConfigError, StoreError
 from cosmos_sim.models import zoo
@@ -153,21 +154,28 @@ def fit_state_heads(
     noise: float = 0.02,
     seed: int = 0,
     relabel=None,
+    horizon: int = 16,
+    progress: bool = False,
 ) -> dict:
     """Train ``model.dynamics`` and ``model.readout`` (an ActionWorldModel with proprio state)
-    on the ``train`` Sequences; returns the held-out unroll error before and after.
-    ``relabel`` (instruction models, :func:`instruction_relabel`) adds every state under the
-    task's other instructions to the success head's data."""
+    on the ``train`` Sequences; returns the held-out unroll error before and after, after
+    ``unroll`` chunks and after ``horizon`` chunks (or the longest the episodes allow: the
+    figure to compare recipes with different unrolls by). ``relabel`` (instruction models,
+    :func:`instruction_relabel`) adds every state under the task's other instructions to
+    the success head's data."""
     if not model.has_state:
         raise ConfigError("the model has no proprio-state heads", field="dynamics_hidden")
     keep = _episodes(train)
     # a substep head learns every frame; a per-chunk head the latent frames only
     states, chunks, frames = _windows(train, keep, unroll + 1, model.dynamics.substeps)
     all_states, all_ids, reached, reward, reward_weight = _readout_data(train, keep, relabel)
-    test = None
+    test = long = None
     if held_out is not None:
-        test = _windows(held_out, _episodes(held_out), unroll + 1)[:2]
-    before = None if test is None else unroll_error(model, *test)
+        held_keep = _episodes(held_out)
+        test = _windows(held_out, held_keep, unroll + 1)[:2]
+        longest = min(len(held_out.state[i]) for i in held_keep) - 1
+        long = _windows(held_out, held_keep, min(horizon, longest) + 1)[:2]
+    before = None if test is None else (unroll_error(model, *test), unroll_error(model, *long))
     params = [*model.dynamics.parameters(), *model.readout.parameters()]
     for p in params:  # a model loaded for inference has its gradients switched off
         p.requires_grad_(True)
@@ -185,13 +193,17 @@ def fit_state_heads(
             lr,
             noise,
             g,
+            progress,
         )
     model.eval()
     out = {"steps": steps, "unroll": unroll, "windows": len(states)}
     if test is not None:
-        after = unroll_error(model, *test)
-        out["held_out_unroll_error_before"] = before[-1].tolist()
-        out["held_out_unroll_error_after"] = after[-1].tolist()
+        after = unroll_error(model, *test), unroll_error(model, *long)
+        out["held_out_unroll_error_before"] = before[0][-1].tolist()
+        out["held_out_unroll_error_after"] = after[0][-1].tolist()
+        out["horizon"] = len(before[1])
+        out["held_out_horizon_error_before"] = before[1][-1].tolist()
+        out["held_out_horizon_error_after"] = after[1][-1].tolist()
     return out
 
 
@@ -210,32 +222,42 @@ class _Data:
     reward_weight: torch.Tensor  # (M,) 0 where the reward is unknown (hindsight rows)
 
 
-def _fit(model, opt, data: _Data, steps, unroll, batch_size, lr, noise, g):
-    for step in range(steps):
-        for group in opt.param_groups:  # cosine to 10 %
-            group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        i = torch.randint(len(data.states), (batch_size,), generator=g)
-        st, ch = data.states[i], data.chunks[i]
-        s = st[:, 0] + noise * torch.randn(st[:, 0].shape, generator=g)
-        loss_dyn = 0.0
-        for j in range(1, unroll + 1):
-            if data.frames is None:
-                s = model.dynamics(s, ch[:, j])
-                loss_dyn = loss_dyn + F.mse_loss(s, st[:, j]) / unroll
-            else:  # every control step's state is a target
-                path = model.dynamics(s, ch[:, j], frames=True)
-                loss_dyn = loss_dyn + F.mse_loss(path, data.frames[i, j - 1]) / unroll
-                s = path[:, -1]
-        k = torch.randint(len(data.all_states), (batch_size,), generator=g)
-        ids = None if data.all_ids is None else data.all_ids[k]
-        logit, rew = model.readout(data.all_states[k], ids)
-        w = data.reward_weight[k]
-        loss_read = F.binary_cross_entropy_with_logits(logit, data.reached[k]) + (
-            w * (rew - data.reward[k]) ** 2
-        ).sum() / w.sum().clamp_min(1.0)
-        opt.zero_grad(set_to_none=True)
-        (loss_dyn + loss_read).backward()
-        opt.step()
+def _fit(model, opt, data: _Data, steps, unroll, batch_size, lr, noise, g, progress):
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("state heads", total=steps)
+        for step in range(steps):
+            loss = _fit_step(model, opt, data, step, steps, unroll, batch_size, lr, noise, g)
+            if step % 50 == 0 or step == steps - 1:
+                bar.update(task, completed=step + 1, description=f"state heads loss {loss:.4f}")
+
+
+def _fit_step(model, opt, data: _Data, step, steps, unroll, batch_size, lr, noise, g) -> float:
+    """One optimiser step of both heads at ``step`` of ``steps`` (cosine lr); the dynamics loss."""
+    for group in opt.param_groups:  # cosine to 10 %
+        group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+    i = torch.randint(len(data.states), (batch_size,), generator=g)
+    st, ch = data.states[i], data.chunks[i]
+    s = st[:, 0] + noise * torch.randn(st[:, 0].shape, generator=g)
+    loss_dyn = 0.0
+    for j in range(1, unroll + 1):
+        if data.frames is None:
+            s = model.dynamics(s, ch[:, j])
+            loss_dyn = loss_dyn + F.mse_loss(s, st[:, j]) / unroll
+        else:  # every control step's state is a target
+            path = model.dynamics(s, ch[:, j], frames=True)
+            loss_dyn = loss_dyn + F.mse_loss(path, data.frames[i, j - 1]) / unroll
+            s = path[:, -1]
+    k = torch.randint(len(data.all_states), (batch_size,), generator=g)
+    ids = None if data.all_ids is None else data.all_ids[k]
+    logit, rew = model.readout(data.all_states[k], ids)
+    w = data.reward_weight[k]
+    loss_read = F.binary_cross_entropy_with_logits(logit, data.reached[k]) + (
+        w * (rew - data.reward[k]) ** 2
+    ).sum() / w.sum().clamp_min(1.0)
+    opt.zero_grad(set_to_none=True)
+    (loss_dyn + loss_read).backward()
+    opt.step()
+    return float(loss_dyn.detach())
 
 
 def rebuild_state_heads(model, hidden: int, substeps: bool = False) -> None:
@@ -281,6 +303,9 @@ def refine_exported(
     unroll: int = 4,
     hidden: int | None = None,
     substeps: bool | None = None,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    progress: bool = False,
 ) -> dict:
     """Stage 2 on an exported world model: fit its state heads on the stores of its task
     (train split; the held-out split is scored), and save it back in place.
@@ -319,7 +344,15 @@ def refine_exported(
             vocab,
         )
     result = fit_state_heads(
-        loaded.module, train, held, steps=steps, unroll=unroll, relabel=relabel
+        loaded.module,
+        train,
+        held,
+        steps=steps,
+        unroll=unroll,
+        batch_size=batch_size,
+        lr=lr,
+        relabel=relabel,
+        progress=progress,
     )
     extra = {
         k: v for k, v in meta.items() if k not in ("kind", "format_version", "dtype", "config")
@@ -327,6 +360,8 @@ def refine_exported(
     extra["state_heads"] = {
         "steps": steps,
         "unroll": unroll,
+        "lr": lr,
+        "batch_size": batch_size,
         "hidden": config["dynamics_hidden"],
         "substeps": substeps,
         "stores": [Path(p).name for p in data],

@@ -440,6 +440,28 @@ def test_state_heads_refit_changes_only_the_state_heads(tokenized, tmp_path):
     assert err < np.abs(ep.state[8:9] - ep.state[9:13]).mean()
 
 
+def test_state_heads_report_the_error_at_a_long_horizon(tokenized, tmp_path):
+    """Stage 2 scores the held-out split after its training unroll and after ``horizon``
+    chunks, the figure recipes with different unrolls are compared by; training lowers both."""
+    from cosmos_sim.training.state_heads import fit_state_heads, open_task_stores
+
+    store_path, tok_dir = tokenized
+    loaded = zoo.load_model(make_tiny_world_model(store_path, tok_dir, tmp_path))
+    stores, a_stats, s_stats = open_task_stores(loaded, [store_path])
+    seqs = load_state_sequences(stores, a_stats, s_stats, "train")
+    result = fit_state_heads(loaded.module, seqs, seqs, steps=150, unroll=2, horizon=5)
+    assert result["horizon"] == 5
+    state_dim = loaded.module.cfg.probe.state_dim
+    for key in ("unroll", "horizon"):
+        before = np.mean(result[f"held_out_{key}_error_before"])
+        after = np.mean(result[f"held_out_{key}_error_after"])
+        assert len(result[f"held_out_{key}_error_after"]) == state_dim
+        assert after < before, key
+    # the horizon is capped by the shortest episode (40 frames, 4 per chunk: 9 chunks)
+    capped = fit_state_heads(loaded.module, seqs, seqs, steps=1, unroll=2, horizon=100)
+    assert capped["horizon"] == min(len(s) for s in seqs.state) - 1
+
+
 def test_world_model_takes_a_decoder_only_tokenizer_upgrade_and_refuses_another_encoder(
     tokenized, tmp_path
 ):
