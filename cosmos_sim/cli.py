@@ -516,7 +516,7 @@ def train_state_heads_cmd(
     unroll: Annotated[int, typer.Option(min=1, help="Chunks per training rollout.")] = 4,
     hidden: Annotated[
         int | None,
-        typer.Option(min=1, help="Rebuild the heads this wide (fresh) instead of refining them."),
+        typer.Option(min=1, help="Rebuild the heads (fresh) this wide instead of refining them."),
     ] = None,
     substeps: Annotated[
         bool | None,
@@ -528,6 +528,14 @@ def train_state_heads_cmd(
     ] = None,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (cosine to 10 %).")] = 1e-3,
     batch_size: Annotated[int, typer.Option(min=1, help="Unroll windows per step.")] = 256,
+    delta_weighted: Annotated[
+        bool,
+        typer.Option(
+            help="Weigh each state dimension's error by 1 / its typical change per step, and "
+            "let a rebuilt dynamics head predict changes in those units (positions count as "
+            "much as velocities); --no-delta-weighted: plain MSE on the normalised state."
+        ),
+    ] = True,
 ) -> None:
     """Stage 2: refit a world model's state dynamics and readout heads on every transition
     of the stores (minutes; the DiT is untouched). Saved back into the model directory."""
@@ -543,6 +551,7 @@ def train_state_heads_cmd(
         lr=lr,
         batch_size=batch_size,
         progress=True,
+        delta_weighted=delta_weighted,
     )
     mean = lambda errors: sum(errors) / len(errors)  # noqa: E731
     for chunks, key in ((unroll, "unroll"), (r.get("horizon"), "horizon")):

@@ -97,6 +97,11 @@ class StateDynamics(nn.Module):
     ``substeps``: step once per control action of the chunk instead of once per chunk. A
     contact (the finger meeting the block) then starts at the right control step instead
     of being averaged over the chunk, and stage 2 can supervise every recorded frame.
+
+    ``delta_scale`` (S,): the typical size of one step's change of each dimension; the net
+    predicts the change in these units. A joint velocity changes by its whole spread in one
+    control step, a block's position by 1/60 of it: on one scale the net's output is
+    all velocity and the positions (what the frames are drawn from) are a rounding error.
     """
 
     def __init__(
@@ -106,9 +111,19 @@ class StateDynamics(nn.Module):
         action_dim: int,
         hidden: int = 256,
         substeps: bool = False,
+        delta_scale: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.substeps = substeps
+        scale = torch.ones(state_dim) if delta_scale is None else torch.tensor(delta_scale)
+        if scale.shape != (state_dim,) or not bool((scale > 0).all()):
+            raise ConfigError(
+                "the dynamics head's delta scale needs one positive number per state dimension",
+                field="dynamics_delta_scale",
+                expected=f"({state_dim},) > 0",
+                found=tuple(scale.shape),
+            )
+        self.register_buffer("delta_scale", scale.float(), persistent=False)  # from the config
         self.net = nn.Sequential(
             nn.Linear(state_dim + (1 if substeps else chunk) * action_dim, hidden),
             nn.SiLU(),
@@ -127,10 +142,14 @@ class StateDynamics(nn.Module):
         if not self.substeps:
             if frames:
                 raise ConfigError("per-frame states need a substep dynamics head", field="frames")
-            return state + self.net(torch.cat([state, chunk.flatten(-2)], dim=-1))
+            return (
+                state + self.net(torch.cat([state, chunk.flatten(-2)], dim=-1)) * self.delta_scale
+            )
         out = []
         for k in range(chunk.shape[-2]):
-            state = state + self.net(torch.cat([state, chunk[..., k, :]], dim=-1))
+            state = (
+                state + self.net(torch.cat([state, chunk[..., k, :]], dim=-1)) * self.delta_scale
+            )
             out.append(state)
         return torch.stack(out, dim=-2) if frames else state
 

@@ -67,6 +67,9 @@ class ActionWorldModelConfig:
     dynamics_hidden: int = 0  # > 0: proprio state dynamics + readout heads (see module doc)
     dynamics_noise: float = 0.02  # std of noise on the dynamics head's input state in training
     dynamics_substeps: bool = False  # the dynamics head steps once per control action
+    # (S,) one step's typical change per state dimension: the dynamics head's output units
+    # (StateDynamics; set by `train state-heads` when it builds fresh heads)
+    dynamics_delta_scale: list[float] | None = None
     renderer_hidden: int = 0  # > 0: a StateRenderer this wide is the DiT's residual base
     # camera models: the first context frame warped into each new camera (conditioning/warp.py,
     # the table plane at z = warp_height m) is the DiT's residual base; batch["base"] in training
@@ -97,6 +100,8 @@ class ActionWorldModelConfig:
     def to_dict(self) -> dict:
         # (dynamics_substeps only when set: older runs' configs stay as they were and resume)
         extra = {"dynamics_substeps": True} if self.dynamics_substeps else {}
+        if self.dynamics_delta_scale is not None:
+            extra["dynamics_delta_scale"] = [float(x) for x in self.dynamics_delta_scale]
         if self.renderer_hidden:
             extra["renderer_hidden"] = self.renderer_hidden
         if self.warp_base:  # (only when set: older models' configs stay as they were)
@@ -129,6 +134,7 @@ class ActionWorldModel(nn.Module):
                 d.action_dim,
                 cfg.dynamics_hidden,
                 cfg.dynamics_substeps,
+                cfg.dynamics_delta_scale,
             )
             self.readout = StateReadout(p.state_dim, cfg.dynamics_hidden, d.text_vocab)
         self.renderer = None

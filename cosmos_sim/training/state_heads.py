@@ -24,6 +24,10 @@ from rich.progress import Progress
 from cosmos_sim.errors import ConfigError, StoreError
 from cosmos_sim.models import zoo
 
+# Stage 2 weighs each state dimension's error by 1 / (its typical change per step), floored
+# here (normalised units): positions count as much as the velocities that move them.
+DELTA_FLOOR = 0.01
+
 
 def _episodes(seqs) -> list[int]:
     """One sequence per (store, episode): camera sequences of an episode repeat its states."""
@@ -57,6 +61,15 @@ def _windows(seqs, keep: list[int], length: int, with_frames: bool = False):
         torch.from_numpy(np.stack(chunks)),
         torch.from_numpy(np.stack(frames)) if frames else None,
     )
+
+
+def delta_std(seqs, keep: list[int], substeps: bool, floor: float = DELTA_FLOOR) -> torch.Tensor:
+    """(S,) std of one dynamics step's change of each normalised state dimension (one
+    control step with ``substeps``, one chunk without), at least ``floor`` (a goal that never
+    moves would otherwise weigh without bound)."""
+    paths = seqs.state_frames if substeps and seqs.state_frames else seqs.state
+    steps = np.concatenate([np.diff(paths[i], axis=0) for i in keep])
+    return torch.from_numpy(np.maximum(steps.std(0), floor)).float()
 
 
 def unroll_error(model, states: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
@@ -156,18 +169,25 @@ def fit_state_heads(
     relabel=None,
     horizon: int = 16,
     progress: bool = False,
+    delta_weighted: bool = True,
 ) -> dict:
     """Train ``model.dynamics`` and ``model.readout`` (an ActionWorldModel with proprio state)
     on the ``train`` Sequences; returns the held-out unroll error before and after, after
     ``unroll`` chunks and after ``horizon`` chunks (or the longest the episodes allow: the
     figure to compare recipes with different unrolls by). ``relabel`` (instruction models,
     :func:`instruction_relabel`) adds every state under the task's other instructions to
-    the success head's data."""
+    the success head's data. ``delta_weighted``: each dimension's error weighs 1 / its
+    typical change per step (:func:`delta_std`, mean weight 1); else all weigh the same,
+    and the velocities, whose changes are ~60× the block's, decide the fit."""
     if not model.has_state:
         raise ConfigError("the model has no proprio-state heads", field="dynamics_hidden")
     keep = _episodes(train)
     # a substep head learns every frame; a per-chunk head the latent frames only
     states, chunks, frames = _windows(train, keep, unroll + 1, model.dynamics.substeps)
+    weights = torch.ones(states.shape[-1])
+    if delta_weighted:
+        weights = 1 / delta_std(train, keep, model.dynamics.substeps)
+        weights = weights / weights.mean()
     all_states, all_ids, reached, reward, reward_weight = _readout_data(train, keep, relabel)
     test = long = None
     if held_out is not None:
@@ -186,7 +206,9 @@ def fit_state_heads(
         _fit(
             model,
             opt,
-            _Data(states, chunks, frames, all_states, all_ids, reached, reward, reward_weight),
+            _Data(
+                states, chunks, frames, weights, all_states, all_ids, reached, reward, reward_weight
+            ),
             steps,
             unroll,
             batch_size,
@@ -196,7 +218,12 @@ def fit_state_heads(
             progress,
         )
     model.eval()
-    out = {"steps": steps, "unroll": unroll, "windows": len(states)}
+    out = {
+        "steps": steps,
+        "unroll": unroll,
+        "windows": len(states),
+        "delta_weighted": delta_weighted,
+    }
     if test is not None:
         after = unroll_error(model, *test), unroll_error(model, *long)
         out["held_out_unroll_error_before"] = before[0][-1].tolist()
@@ -215,6 +242,7 @@ class _Data:
     states: torch.Tensor  # (N, U + 1, S)
     chunks: torch.Tensor  # (N, U + 1, c, A)
     frames: torch.Tensor | None  # (N, U, c, S) substep heads: every frame's state
+    weights: torch.Tensor  # (S,) each state dimension's weight in the dynamics loss
     all_states: torch.Tensor  # (M, S)
     all_ids: torch.Tensor | None  # (M, L) instruction models: each state's instruction
     reached: torch.Tensor  # (M,)
@@ -242,10 +270,12 @@ def _fit_step(model, opt, data: _Data, step, steps, unroll, batch_size, lr, nois
     for j in range(1, unroll + 1):
         if data.frames is None:
             s = model.dynamics(s, ch[:, j])
-            loss_dyn = loss_dyn + F.mse_loss(s, st[:, j]) / unroll
+            loss_dyn = loss_dyn + ((s - st[:, j]) ** 2 * data.weights).mean() / unroll
         else:  # every control step's state is a target
             path = model.dynamics(s, ch[:, j], frames=True)
-            loss_dyn = loss_dyn + F.mse_loss(path, data.frames[i, j - 1]) / unroll
+            loss_dyn = (
+                loss_dyn + ((path - data.frames[i, j - 1]) ** 2 * data.weights).mean() / unroll
+            )
             s = path[:, -1]
     k = torch.randint(len(data.all_states), (batch_size,), generator=g)
     ids = None if data.all_ids is None else data.all_ids[k]
@@ -260,17 +290,27 @@ def _fit_step(model, opt, data: _Data, step, steps, unroll, batch_size, lr, nois
     return float(loss_dyn.detach())
 
 
-def rebuild_state_heads(model, hidden: int, substeps: bool = False) -> None:
+def rebuild_state_heads(
+    model, hidden: int, substeps: bool = False, delta_scale: list[float] | None = None
+) -> None:
     """Replace ``model``'s dynamics and readout heads by fresh ones ``hidden`` wide (the
-    dynamics stepping per control action with ``substeps``)."""
+    dynamics stepping per control action with ``substeps``, predicting each dimension's
+    change in units of ``delta_scale``)."""
     from cosmos_sim.models.heads import StateDynamics, StateReadout
 
     if hidden < 1:
         raise ConfigError("the state heads need a width ≥ 1", field="hidden", found=hidden)
     d, state_dim = model.cfg.wm.dit, model.cfg.probe.state_dim
-    model.dynamics = StateDynamics(state_dim, d.action_chunk, d.action_dim, hidden, substeps)
+    model.dynamics = StateDynamics(
+        state_dim, d.action_chunk, d.action_dim, hidden, substeps, delta_scale
+    )
     model.readout = StateReadout(state_dim, hidden, d.text_vocab)
-    model.cfg = replace(model.cfg, dynamics_hidden=hidden, dynamics_substeps=substeps)
+    model.cfg = replace(
+        model.cfg,
+        dynamics_hidden=hidden,
+        dynamics_substeps=substeps,
+        dynamics_delta_scale=delta_scale,
+    )
 
 
 def open_task_stores(loaded, data: list[Path]):
@@ -306,13 +346,16 @@ def refine_exported(
     lr: float = 1e-3,
     batch_size: int = 256,
     progress: bool = False,
+    delta_weighted: bool = True,
 ) -> dict:
     """Stage 2 on an exported world model: fit its state heads on the stores of its task
     (train split; the held-out split is scored), and save it back in place.
 
-    ``hidden`` / ``substeps``: rebuild both heads this wide / stepping per control action
-    (fresh weights) instead of refining them — the stores can hold far more episodes than
+    ``hidden`` / ``substeps`` (either given): rebuild both heads this wide / stepping per
+    control action (fresh weights) instead of refining them — the stores can hold far more episodes than
     the DiT was trained on, and wider heads use them; a substep head learns every frame.
+    ``delta_weighted`` (:func:`fit_state_heads`): a rebuilt dynamics head also predicts each
+    dimension's change in units of its typical change (:class:`StateDynamics`).
     """
     from cosmos_sim.training.world_model_task import load_state_sequences
 
@@ -326,11 +369,14 @@ def refine_exported(
     except StoreError:  # too few episodes for a held-out split: nothing to score
         held = None
     config = dict(meta["config"])
+    rebuild = hidden is not None or substeps is not None
     hidden = config["dynamics_hidden"] if hidden is None else hidden
-    was_substeps = bool(config.get("dynamics_substeps", False))
-    substeps = was_substeps if substeps is None else substeps
-    if hidden != config["dynamics_hidden"] or substeps != was_substeps:
-        rebuild_state_heads(loaded.module, hidden, substeps)
+    substeps = bool(config.get("dynamics_substeps", False)) if substeps is None else substeps
+    if rebuild:
+        scale = None
+        if delta_weighted:
+            scale = [round(x, 6) for x in delta_std(train, _episodes(train), substeps).tolist()]
+        rebuild_state_heads(loaded.module, hidden, substeps, scale)
         config = loaded.module.cfg.to_dict()
     relabel = None
     if vocab:
@@ -353,6 +399,7 @@ def refine_exported(
         lr=lr,
         relabel=relabel,
         progress=progress,
+        delta_weighted=delta_weighted,
     )
     extra = {
         k: v for k, v in meta.items() if k not in ("kind", "format_version", "dtype", "config")
@@ -362,6 +409,7 @@ def refine_exported(
         "unroll": unroll,
         "lr": lr,
         "batch_size": batch_size,
+        "delta_weighted": delta_weighted,
         "hidden": config["dynamics_hidden"],
         "substeps": substeps,
         "stores": [Path(p).name for p in data],

@@ -149,3 +149,36 @@ def test_hash_instructions_are_the_training_ids_and_checked():
         blind.hash_instructions(TEXTS)
     with pytest.raises(ConfigError, match="instruction_ids.*reads no instruction"):
         blind.prefill(d["context"], states=d["states"][:, :2], instruction_ids=ids[:2])
+
+
+def test_state_dynamics_predicts_changes_in_units_of_its_delta_scale():
+    """``delta_scale`` multiplies each dimension's predicted change: a dimension whose scale
+    is 10× moves 10× as far for the same net, per control step and per chunk; the scale
+    comes from the config and a wrong one is refused by name."""
+    from cosmos_sim.models.heads import StateDynamics
+
+    torch.manual_seed(0)
+    plain = StateDynamics(3, 4, 2, hidden=16, substeps=True)
+    torch.nn.init.normal_(plain.net[-1].weight)  # the last layer starts at zero
+    scaled = StateDynamics(3, 4, 2, hidden=16, substeps=True, delta_scale=[1.0, 10.0, 0.1])
+    scaled.load_state_dict(plain.state_dict())  # the scale is not a weight: same keys
+    s0, chunk = torch.randn(5, 3), torch.randn(5, 4, 2)
+    with torch.no_grad():
+        step = plain.net(torch.cat([s0, chunk[:, 0]], -1))
+        first = scaled(s0, chunk, frames=True)[:, 0]
+    torch.testing.assert_close(first - s0, step * torch.tensor([1.0, 10.0, 0.1]))
+    with pytest.raises(ConfigError, match="delta scale"):
+        StateDynamics(3, 4, 2, delta_scale=[1.0, 2.0])
+    with pytest.raises(ConfigError, match="delta scale"):
+        StateDynamics(3, 4, 2, delta_scale=[1.0, 0.0, 1.0])
+    cfg = ActionWorldModelConfig(
+        wm=WorldModelConfig(dit=DiTConfig(dim=32, depth=1, heads=2, action_dim=2)),
+        probe=ProbeConfig(state_dim=3),
+        dynamics_hidden=16,
+        dynamics_substeps=True,
+        dynamics_delta_scale=[1.0, 10.0, 0.1],
+    )
+    again = ActionWorldModelConfig(**cfg.to_dict())
+    model = ActionWorldModel(again)
+    assert model.dynamics.delta_scale.tolist() == pytest.approx([1.0, 10.0, 0.1])
+    assert "dynamics.delta_scale" not in model.state_dict()

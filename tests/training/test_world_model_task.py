@@ -14,6 +14,7 @@ from cosmos_sim.data.store import EpisodeStore
 from cosmos_sim.errors import ConfigError, StoreError
 from cosmos_sim.models import zoo
 from cosmos_sim.models.tokenizer import TokenizerConfig, VideoTokenizer
+from cosmos_sim.training.state_heads import DELTA_FLOOR
 from cosmos_sim.training.tokenizer_task import tokenize_store
 from cosmos_sim.training.world_model_task import (
     CHUNK,
@@ -416,6 +417,12 @@ def test_state_heads_refit_changes_only_the_state_heads(tokenized, tmp_path):
     result = refine_exported(model_dir, [store_path], steps=200, unroll=2, substeps=True)
     sub = zoo.load_model(model_dir)
     assert sub.config["config"]["dynamics_substeps"] and sub.module.dynamics.substeps
+    # the rebuilt head predicts each dimension's change in units of its recorded change
+    # per control step (delta-weighted, the default), saved in the config
+    scale = sub.config["config"]["dynamics_delta_scale"]
+    assert len(scale) == sub.module.cfg.probe.state_dim and min(scale) >= DELTA_FLOOR
+    assert sub.module.dynamics.delta_scale.tolist() == pytest.approx(scale)
+    assert result["delta_weighted"] and sub.config["state_heads"]["delta_weighted"]
     s0 = torch.zeros(3, sub.module.cfg.probe.state_dim)
     chunk = torch.randn(3, CHUNK, 2)
     with torch.no_grad():
@@ -438,6 +445,11 @@ def test_state_heads_refit_changes_only_the_state_heads(tokenized, tmp_path):
         pred = sub.module.dynamics(x, ch, frames=True)[0].numpy() * std + mean
     err = np.abs(pred - ep.state[9:13]).mean()
     assert err < np.abs(ep.state[8:9] - ep.state[9:13]).mean()
+    # --no-delta-weighted with --hidden: a fresh head on plain MSE, without a scale
+    refine_exported(model_dir, [store_path], steps=5, unroll=2, hidden=48, delta_weighted=False)
+    plain = zoo.load_model(model_dir)
+    assert "dynamics_delta_scale" not in plain.config["config"]
+    assert plain.module.dynamics.delta_scale.tolist() == [1.0] * len(scale)
 
 
 def test_state_heads_report_the_error_at_a_long_horizon(tokenized, tmp_path):
