@@ -553,13 +553,14 @@ def train_state_heads_cmd(
         progress=True,
         delta_weighted=delta_weighted,
     )
-    mean = lambda errors: sum(errors) / len(errors)  # noqa: E731
+    from statistics import fmean
+
     for chunks, key in ((unroll, "unroll"), (r.get("horizon"), "horizon")):
         before, after = r.get(f"held_out_{key}_error_before"), r.get(f"held_out_{key}_error_after")
         if before is not None:
             console.print(
                 f"held-out state error after {chunks} chunks (normalised, mean over dims): "
-                f"{mean(before):.3f} → {mean(after):.3f}"
+                f"{fmean(before):.3f} → {fmean(after):.3f}"
             )
     console.print(f"refit {r['windows']} windows × {steps} steps → {model}")
 

@@ -120,8 +120,8 @@ class StateDynamics(nn.Module):
             raise ConfigError(
                 "the dynamics head's delta scale needs one positive number per state dimension",
                 field="dynamics_delta_scale",
-                expected=f"({state_dim},) > 0",
-                found=tuple(scale.shape),
+                expected=f"{state_dim} numbers > 0",
+                found=scale.tolist(),
             )
         self.register_buffer("delta_scale", scale.float(), persistent=False)  # from the config
         self.net = nn.Sequential(

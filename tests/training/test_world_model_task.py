@@ -474,6 +474,32 @@ def test_state_heads_report_the_error_at_a_long_horizon(tokenized, tmp_path):
     assert capped["horizon"] == min(len(s) for s in seqs.state) - 1
 
 
+def test_train_state_heads_cli_rebuilds_delta_weighted_heads(tokenized, tmp_path):
+    """`cosmos-sim train state-heads --substeps --hidden H`: fresh delta-weighted heads saved
+    in place; --no-delta-weighted builds them without a delta scale."""
+    import subprocess
+    import sys
+
+    store_path, tok_dir = tokenized
+    model_dir = make_tiny_world_model(store_path, tok_dir, tmp_path)
+    args = [sys.executable, "-m", "cosmos_sim.cli", "train", "state-heads", "--model", model_dir]
+    args += ["--data", store_path, "--steps", "30", "--unroll", "2", "--substeps"]
+    r = subprocess.run([*map(str, args), "--hidden", "40"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "refit" in r.stdout and "× 30 steps" in r.stdout
+    config = zoo.load_model(model_dir).config
+    assert config["config"]["dynamics_hidden"] == 40
+    assert len(config["config"]["dynamics_delta_scale"]) == config["config"]["probe"]["state_dim"]
+    assert config["state_heads"]["delta_weighted"]
+    r = subprocess.run(
+        [*map(str, args), "--hidden", "40", "--no-delta-weighted"], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    config = zoo.load_model(model_dir).config
+    assert "dynamics_delta_scale" not in config["config"]
+    assert not config["state_heads"]["delta_weighted"]
+
+
 def test_world_model_takes_a_decoder_only_tokenizer_upgrade_and_refuses_another_encoder(
     tokenized, tmp_path
 ):
