@@ -26,9 +26,20 @@ from torch import Tensor
 
 from cosmos_sim.conditioning.cameras import invert_pose
 from cosmos_sim.conditioning.points import latent_homography
-from cosmos_sim.errors import CameraError, TaskError
+from cosmos_sim.errors import CameraError, ConfigError, TaskError
 
 WARP_REFERENCES = ("first", "previous")  # the frame a warp base warps (module docstring)
+
+
+def check_warp_reference(reference: str) -> None:
+    """Refuse a warp reference other than ``WARP_REFERENCES`` by name (config and CLI)."""
+    if reference not in WARP_REFERENCES:
+        raise ConfigError(
+            "unknown warp reference",
+            field="warp_reference",
+            expected=list(WARP_REFERENCES),
+            found=reference,
+        )
 
 
 def _camera(K, world_from_camera, where: str) -> tuple[np.ndarray, np.ndarray]:

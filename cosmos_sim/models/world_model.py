@@ -82,13 +82,9 @@ class ActionWorldModelConfig:
             self.wm = WorldModelConfig(**self.wm)
         if isinstance(self.probe, dict):
             self.probe = ProbeConfig(**self.probe)
-        if self.warp_reference not in ("first", "previous"):
-            raise ConfigError(
-                "unknown warp reference",
-                field="warp_reference",
-                expected=["first", "previous"],
-                found=self.warp_reference,
-            )
+        from cosmos_sim.conditioning.warp import check_warp_reference
+
+        check_warp_reference(self.warp_reference)
         if self.warp_base and self.renderer_hidden:
             raise ConfigError(
                 "one residual base: a state renderer or the camera warp, not both",

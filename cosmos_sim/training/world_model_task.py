@@ -641,16 +641,9 @@ def train_world_model(
 def _warp_height(variant: str, store: EpisodeStore, reference: str) -> float:
     """The table height (m) of the store's MuJoCo task: the plane of the camera warp base."""
     from cosmos_sim.bridge.record import source_task
-    from cosmos_sim.conditioning.warp import WARP_REFERENCES, mujoco_table_height
+    from cosmos_sim.conditioning.warp import check_warp_reference, mujoco_table_height
 
-    if reference not in WARP_REFERENCES:
-        raise ConfigError(
-            "unknown warp reference",
-            field="warp_reference",
-            expected=list(WARP_REFERENCES),
-            found=reference,
-        )
-
+    check_warp_reference(reference)  # before the sequences load: they are warped with it
     if variant != "camera":
         raise ConfigError(
             "the warp base moves the first frame with the camera: camera variant only",

@@ -134,3 +134,15 @@ def test_bad_cameras_and_frames_are_one_line_errors(orbit_frames):
         warp_frame(first.rgb, k0, p0, k1, bad, 0.0)
     with pytest.raises(CameraError, match="frame"):
         warp_frame(first.rgb[..., 0], k0, p0, k1, p1, 0.0)
+
+
+def test_an_unknown_warp_reference_is_refused_by_name_in_the_config_too():
+    from cosmos_sim.conditioning.warp import check_warp_reference
+    from cosmos_sim.errors import ConfigError
+    from cosmos_sim.models.world_model import ActionWorldModelConfig
+
+    check_warp_reference("previous")
+    with pytest.raises(ConfigError, match="warp_reference: unknown warp reference.*found last"):
+        check_warp_reference("last")
+    with pytest.raises(ConfigError, match="unknown warp reference"):
+        ActionWorldModelConfig(warp_reference="last")
