@@ -581,16 +581,34 @@ def train_renderer_cmd(
             "(follows the PSNR); --no-pixel-weighted: plain latent MSE."
         ),
     ] = True,
+    self_forcing: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of training frames drawn from the model's own predicted states "
+            "(its dynamics head unrolled from the first frame, as the env draws them) "
+            "instead of the recorded ones.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Fit the model's state renderer (latent frame from the state; minutes): the base its
     DiT then diffuses the residual of. Saved back into the model directory."""
     from cosmos_sim.training.renderer import fit_renderer
 
-    r = fit_renderer(model, data, steps=steps, hidden=hidden, pixel_weighted=pixel_weighted)
-    held = r["held_out_mse_from_first_frame"]
+    r = fit_renderer(
+        model,
+        data,
+        steps=steps,
+        hidden=hidden,
+        pixel_weighted=pixel_weighted,
+        self_forcing=self_forcing,
+    )
+    held, own = r["held_out_mse_from_first_frame"], r["held_out_mse_own_states"]
     console.print(
         f"renderer: train loss {r['train_loss_last100']:.4f}"
         + ("" if held is None else f", held-out latent MSE from the first frame {held:.4f}")
+        + ("" if own is None else f" ({own:.4f} weighted, from its own predicted states)")
         + f" in {r['wall_time_s']:.0f} s → {model}"
     )
 

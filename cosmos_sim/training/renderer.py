@@ -35,19 +35,40 @@ def _pairs(seqs, cameras: list[str]) -> tuple[list, list, list[int]]:
     )
 
 
-def _batch(latents, states, views, g: np.random.Generator, size: int):
+@torch.no_grad()
+def predicted_states(model, seqs) -> list[torch.Tensor]:
+    """Each sequence's states as the model itself predicts them: its dynamics head unrolled
+    open loop over the recorded action chunks from the sequence's first state — what the
+    env hands the renderer after its first frame. (n, S) per sequence."""
+    out = []
+    for state, chunks in zip(seqs.state, seqs.chunks, strict=True):
+        s = torch.from_numpy(state[:1]).float()
+        path = [s]
+        for chunk in torch.from_numpy(chunks[1:]).float():
+            s = model.step_state(s, chunk[None])
+            path.append(s)
+        out.append(torch.cat(path))
+    return out
+
+
+def _batch(latents, states, views, g: np.random.Generator, size: int, predicted=None, p=0.0):
     """``size`` random (reference, previous, target) triples of latent frames of one
-    episode and camera, and the camera's view index."""
+    episode and camera, and the camera's view index. With ``predicted`` (the model's own
+    open-loop states per sequence), a share ``p`` of the triples is drawn as the env draws
+    them: the reference is the episode's first frame and its recorded state, the previous
+    and new states are the predicted ones."""
     ep = g.integers(0, len(latents), size)
     refs, s_ref, s_prev, s_new, target = [], [], [], [], []
     for e in ep:
         n = len(latents[e])
         t = int(g.integers(1, n))
-        r = int(g.integers(0, t))
+        own = predicted is not None and g.random() < p
+        r = 0 if own else int(g.integers(0, t))
+        path = predicted[e] if own else states[e]
         refs.append(latents[e][r])
         s_ref.append(states[e][r])
-        s_prev.append(states[e][t - 1])
-        s_new.append(states[e][t])
+        s_prev.append(path[t - 1])
+        s_new.append(path[t])
         target.append(latents[e][t])
     view = torch.as_tensor([views[e] for e in ep])
     return [torch.stack(x) for x in (refs, s_ref, s_prev, s_new)] + [view, torch.stack(target)]
@@ -55,12 +76,20 @@ def _batch(latents, states, views, g: np.random.Generator, size: int):
 
 @torch.no_grad()
 def held_out_error(
-    renderer: StateRenderer, latents, states, views=None, weights: torch.Tensor | None = None
+    renderer: StateRenderer,
+    latents,
+    states,
+    views=None,
+    weights: torch.Tensor | None = None,
+    states_from: list[torch.Tensor] | None = None,
 ) -> float:
     """Mean squared latent error of every held-out frame rendered from its episode's first
-    (each channel weighted by ``weights`` (C,), when given)."""
+    (each channel weighted by ``weights`` (C,), when given), from the recorded states or
+    from ``states_from`` (e.g. :func:`predicted_states`)."""
     errs = []
     for i, (lat, st) in enumerate(zip(latents, states, strict=True)):
+        if states_from is not None:  # the model's own states, from the recorded first one
+            st = states_from[i]
         n = len(lat)
         view = torch.full((n - 1,), 0 if views is None else views[i], dtype=torch.long)
         pred = renderer(
@@ -110,12 +139,26 @@ def fit_renderer(
     seed: int = 0,
     progress: bool = True,
     pixel_weighted: bool = True,
+    self_forcing: float = 0.0,
 ) -> dict:
     """Add (or refit) the state renderer of an exported action, instruction or multi-view
     world model (one renderer, every view) on its task's tokenized stores, adding state
     points to its DiT when it has none (from the stores' fixed cameras); save the model in
     place. ``pixel_weighted``: each latent channel's error weighs what it costs in decoded
-    pixels (:func:`pixel_weights`), so the fit follows the PSNR; else plain latent MSE."""
+    pixels (:func:`pixel_weights`), so the fit follows the PSNR; else plain latent MSE.
+
+    ``self_forcing``: the share of training frames rendered from the model's *own*
+    predicted states (:func:`predicted_states`) instead of the recorded ones, as the env
+    renders them. The renderer then learns the frame to expect given the states the env
+    will have, errors included (the regression target of CorrDiff's recipe is the mean
+    given what is known); at 0 it learns the frame of exact states."""
+    if not 0.0 <= self_forcing <= 1.0:
+        raise ConfigError(
+            "self-forcing is a share of the training frames",
+            field="self_forcing",
+            expected="0 ≤ p ≤ 1",
+            found=self_forcing,
+        )
     from cosmos_sim.training import world_model_variants as variants
     from cosmos_sim.training.state_heads import open_task_stores
     from cosmos_sim.training.world_model_task import load_sequences
@@ -141,11 +184,14 @@ def fit_renderer(
     load = lambda split: load_sequences(  # noqa: E731
         stores, meta["tokenizer_hash"], cams, a_stats, s_stats, split
     )
-    train = _pairs(load("train"), cams)
+    train_seqs = load("train")
+    train = _pairs(train_seqs, cams)
     try:
-        held = _pairs(load("held-out"), cams)
+        held_seqs = load("held-out")
+        held = _pairs(held_seqs, cams)
     except StoreError:  # too few episodes for a held-out split: nothing to score
-        held = None
+        held_seqs = held = None
+    own = predicted_states(model, train_seqs) if self_forcing > 0 else None
     if not dit.state_points:  # the renderer's point maps; the DiT's new point projections
         # start at zero, so the DiT computes what it did (see DiT.initialize_weights)
         grid = tuple(train[0][0].shape[-2:])
@@ -171,7 +217,9 @@ def fit_renderer(
     with Progress(disable=not progress) as bar:
         task = bar.add_task("renderer", total=steps)
         for _ in range(steps):
-            ref, s_ref, s_prev, s_new, view, target = _batch(*train, g, batch_size)
+            ref, s_ref, s_prev, s_new, view, target = _batch(
+                *train, g, batch_size, own, self_forcing
+            )
             loss = latent_loss(renderer(ref, s_ref, s_prev, s_new, view), target, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -188,6 +236,14 @@ def fit_renderer(
         "held_out_weighted_mse_from_first_frame": (
             None if held is None or weights is None else held_out_error(renderer, *held, weights)
         ),
+        "held_out_mse_own_states": (  # channel-weighted as the fit is
+            None
+            if held is None
+            else held_out_error(
+                renderer, *held, weights, states_from=predicted_states(model, held_seqs)
+            )
+        ),
+        "self_forcing": self_forcing,
         "channel_weights": None if weights is None else [round(float(w), 4) for w in weights],
         "wall_time_s": round(time.perf_counter() - t0, 1),
         "stores": [Path(path).name for path in data],
