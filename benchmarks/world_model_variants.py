@@ -113,10 +113,14 @@ def camera_task(model: str, store_path: Path, sampler_steps: int | None = None) 
     roll = WindowRollout(m, wm.context_frames, k_image, real.shape[2:4], wm.tokenizer)
     sampler = fp32_sampler(0, steps=sampler_steps)
     roll.start(lat, state, sampler, poses[:, 0])
+    # as CameraNav's WM env: the camera is commanded, so the state's orbit.* is the exact one
+    orbit = [list(store.spec.state_names).index(n) for n in ORBIT]
+    exact_orbit = _norm_state(wm, states[:, last])[..., orbit]  # (B, K + 1, 3)
     t0 = time.perf_counter()
     for k in range(1, k_max + 1):
         a = torch.from_numpy(wm.action_stats.normalize(chunks[:, k - 1])).float()
         state = m.step_state(state, a)
+        state[:, orbit] = exact_orbit[:, k]
         z, _ = roll.step(a, state, sampler, poses[:, k])
         lat = torch.cat([lat, z], 1)
     seconds = time.perf_counter() - t0

@@ -604,7 +604,7 @@ def train_renderer_cmd(
         pixel_weighted=pixel_weighted,
         self_forcing=self_forcing,
     )
-    held, own = r["held_out_mse_from_first_frame"], r["held_out_mse_own_states"]
+    held, own = r["held_out_mse_from_first_frame"], r.get("held_out_mse_own_states")
     console.print(
         f"renderer: train loss {r['train_loss_last100']:.4f}"
         + ("" if held is None else f", held-out latent MSE from the first frame {held:.4f}")

@@ -116,6 +116,47 @@ def latent_homography(
     return to_grid @ pixel
 
 
+def plane_points(points_cfg: Sequence[dict]) -> Tensor:
+    """(K, 4, 3) per point the map from its normalised state pair ``(x_n, y_n, 1)`` to the
+    homogeneous world point ``(mean + std·x_n, height, 1)`` (``points_cfg`` entries carry
+    ``height``, ``mean`` and ``std``, as :func:`camera_point_config` writes them)."""
+    out = []
+    for p in points_cfg:
+        (mx, my), (sx, sy), h = p["mean"], p["std"], p["height"]
+        out.append([[sx, 0, mx], [0, sy, my], [0, 0, h], [0, 0, 1]])
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def camera_homographies(intrinsics: Tensor, world_from_camera: Tensor, world: Tensor) -> Tensor:
+    """(B, 3, 3) latent-grid K, (B, 4, 4) poses, (K, 4, 3) :func:`plane_points` → (B, K, 3, 3)
+    homographies from the normalised state pairs to latent-grid coordinates: what
+    :func:`latent_homography` computes once for a fixed camera, for a moving one."""
+    camera_from_world = torch.linalg.inv(world_from_camera)[:, :3]  # (B, 3, 4)
+    return (intrinsics @ camera_from_world)[:, None] @ world  # (B, K, 3, 3)
+
+
+def camera_point_config(
+    state_names: Sequence[str],
+    heights: dict[str, float],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> list[dict]:
+    """A camera renderer's ``renderer_points``: per planar point with a known height, its
+    state indices, height and the normalisation of its pair (plain numbers)."""
+    return [
+        {
+            "name": name,
+            "x": ix,
+            "y": iy,
+            "height": float(heights[name]),
+            "mean": [float(mean[ix]), float(mean[iy])],
+            "std": [float(std[ix]), float(std[iy])],
+        }
+        for name, ix, iy in planar_points(state_names)
+        if name in heights
+    ]
+
+
 def state_point_config(
     state_names: Sequence[str],
     heights: dict[str, float],

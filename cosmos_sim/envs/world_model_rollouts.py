@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cosmos_sim.conditioning.rays import clip_plucker_rays, scale_intrinsics
+from cosmos_sim.conditioning.rays import clip_plucker_rays, plucker_rays, scale_intrinsics
 from cosmos_sim.conditioning.warp import reference_frames, warp_base_latents
 from cosmos_sim.device import Precision
 from cosmos_sim.errors import ConfigError
@@ -270,6 +270,8 @@ class WindowRollout:
         self._poses: Tensor | None = None  # (B, T, 4, 4) float64 its cameras
         self._first_time = 0  # time step of the window's first frame
         self._cache = None
+        # a camera renderer's reference: the episode's first latent frame, camera and state
+        self._first: tuple[Tensor, Tensor, Tensor | None] | None = None
 
     def _rays(self, poses: Tensor) -> Tensor:
         """(B, T, 4, 4) poses → (B, T, 6, h, w) rays relative to each row's first pose."""
@@ -299,7 +301,27 @@ class WindowRollout:
         self._states = None if states is None else states[:, None]
         if self.warp is not None:
             self.warp.start(latents, poses)
+        self._first = (latents[:, 0].float(), poses, states)
         return self._prefill(sampler.precision)
+
+    def _render(self, base: Tensor, poses: Tensor, state: Tensor | None) -> Tensor:
+        """A camera renderer's frame (B, 1, C, h, w) over the warp ``base``, at the new
+        cameras ``poses`` (B, 4, 4) and state (the model's own; the camera part as commanded)."""
+        first, first_pose, s_ref = self._first
+        h, w = first.shape[-2:]
+        k = scale_intrinsics(self.intrinsics, self.image_size, h, w).expand(len(poses), 3, 3)
+        rays = plucker_rays(k, poses, h, w, first_pose).to(first)  # relative to the first
+        z = self.model.render_camera(
+            first,
+            base[:, 0].float(),
+            rays,
+            k.to(first),
+            poses.to(first),
+            s_ref,
+            self._states[:, -1],
+            state,
+        )
+        return z[:, None]
 
     @torch.no_grad()
     def step(self, chunk: Tensor, state: Tensor | None, sampler: Sampler, poses: Tensor):
@@ -309,6 +331,8 @@ class WindowRollout:
         base = self._latents[:, -1:]  # (B, 1, C, h, w) the previous frame, or the warp's
         if self.warp is not None:
             base = self.warp.base(self._poses[:, -1], poses).to(base)
+        if getattr(self.model.cfg, "renderer_points", None):
+            base = self._render(base, poses, state).to(base)
         with sampler.precision.autocast():
             z = _next_frame(
                 self.model,

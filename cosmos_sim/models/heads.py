@@ -255,9 +255,15 @@ class StateRenderer(nn.Module):
         self.register_buffer("centres", torch.stack([xs, ys], -1), False)  # (h, w, 2)
         grid = torch.stack([xs / max(width - 1, 1), ys / max(height - 1, 1)]) * 2 - 1
         self.register_buffer("coords", grid[None], False)  # (1, 2, h, w) in [-1, 1]
-        n_maps = 3 * points.FEATURES * len(state_points)
+        self._trunk_layers(
+            channels + 3 * points.FEATURES * len(state_points), state_dim, hidden, depth, channels
+        )
+
+    def _trunk_layers(self, inputs: int, state_dim: int, hidden: int, depth: int, channels: int):
+        """The conv net: ``inputs`` maps in, FiLM-conditioned on the three states, the change
+        of ``channels`` latent channels out (zero at the start)."""
         cond_dim = 4 * hidden
-        self.inp = nn.Conv2d(channels + n_maps + 2, hidden, 3, padding=1)
+        self.inp = nn.Conv2d(inputs + 2, hidden, 3, padding=1)  # + the pixel coordinates
         self.cond = nn.Sequential(
             nn.Linear(3 * state_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim)
         )
@@ -265,6 +271,14 @@ class StateRenderer(nn.Module):
         self.out = nn.Conv2d(hidden, channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+
+    def _trunk(self, base: Tensor, maps: list[Tensor], states: list[Tensor]) -> Tensor:
+        """``base`` (B, C, h, w) + the net's change from the input ``maps`` and ``states``."""
+        x = torch.cat([*maps, self.coords.expand(base.shape[0], -1, -1, -1)], dim=1)
+        h, c = self.inp(x), self.cond(torch.cat(states, dim=-1))
+        for block in self.blocks:
+            h = block(h, c)
+        return (base.float() + self.out(F.silu(h))).to(base.dtype)
 
     def _maps(self, state: Tensor, view: Tensor) -> Tensor:
         """(B, S) normalised state, (B,) view → (B, 4·K, h, w) point maps."""
@@ -283,17 +297,83 @@ class StateRenderer(nn.Module):
         """(B, C, h, w) reference latents, (B, S) normalised states, (B,) view → (B, C, h, w)."""
         b = reference.shape[0]
         view = torch.zeros(b, dtype=torch.long, device=reference.device) if view is None else view
-        dtype = reference.dtype
         states = [s.float() for s in (s_ref, s_prev, s_new)]
-        x = torch.cat(
-            [
-                reference.float(),
-                *(self._maps(s, view) for s in states),
-                self.coords.expand(b, -1, -1, -1),
-            ],
-            dim=1,
+        maps = [reference.float(), *(self._maps(s, view) for s in states)]
+        return self._trunk(reference, maps, states)
+
+
+class CameraRenderer(StateRenderer):
+    """The state renderer of a camera-control model, whose camera moves: the new latent frame
+    from the episode's first frame **warped into the new camera** by the table plane (the
+    warp base, ``conditioning/warp.py``: right on the table, wrong above it), the first
+    latent frame itself, the new camera's Plücker rays relative to the first camera, and
+    the states, each as point maps projected through the *new* camera (the homographies
+    come from its pose at run time, where a fixed camera's are in the config). Out: the warp
+    base + a change (zero at the start), which moves the arm and block the warp smeared
+    to where the states put them and fills in what the warp could not see.
+
+    ``points``: per planar state point its state indices ``x`` / ``y``, world ``height``
+    (m) and the state normalisation of the pair (``mean``, ``std``: the map works on the
+    normalised state).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        height: int,
+        width: int,
+        state_dim: int,
+        points_cfg: list[dict],
+        hidden: int = 64,
+        depth: int = 6,
+    ) -> None:
+        nn.Module.__init__(self)
+        if not points_cfg:
+            raise ConfigError(
+                "a camera renderer needs the state's planar points and their heights",
+                field="renderer_points",
+            )
+        self.register_buffer("index", torch.tensor([[p["x"], p["y"]] for p in points_cfg]), False)
+        self.register_buffer("world", points.plane_points(points_cfg), False)  # (K, 4, 3)
+        ys, xs = torch.meshgrid(
+            torch.arange(height, dtype=torch.float32),
+            torch.arange(width, dtype=torch.float32),
+            indexing="ij",
         )
-        h, c = self.inp(x), self.cond(torch.cat(states, dim=-1))
-        for block in self.blocks:
-            h = block(h, c)
-        return (reference.float() + self.out(F.silu(h))).to(dtype)
+        self.register_buffer("centres", torch.stack([xs, ys], -1), False)
+        grid = torch.stack([xs / max(width - 1, 1), ys / max(height - 1, 1)]) * 2 - 1
+        self.register_buffer("coords", grid[None], False)
+        inputs = 2 * channels + 3 * points.FEATURES * len(points_cfg) + 6  # + rays
+        self._trunk_layers(inputs, state_dim, hidden, depth, channels)
+
+    def _maps(self, state: Tensor, homographies: Tensor) -> Tensor:
+        """(B, S) normalised state, (B, K, 3, 3) the new camera's homographies → point maps."""
+        uv = points.project(homographies, state[:, self.index])  # (B, K, 2)
+        feats = points.point_features(uv[:, None, None], self.centres)
+        return feats.permute(0, 3, 1, 2)
+
+    def forward(  # type: ignore[override]
+        self,
+        first: Tensor,
+        base: Tensor,
+        rays: Tensor,
+        intrinsics: Tensor,
+        world_from_camera: Tensor,
+        s_ref: Tensor,
+        s_prev: Tensor,
+        s_new: Tensor,
+    ) -> Tensor:
+        """(B, C, h, w) the first latent frame and the warp base, (B, 6, h, w) the new
+        camera's rays relative to the first, its (B, 3, 3) latent-grid K and (B, 4, 4)
+        pose, (B, S) normalised states → the new latent frame (B, C, h, w)."""
+        homographies = points.camera_homographies(
+            intrinsics.float(), world_from_camera.float(), self.world
+        )
+        states = [s.float() for s in (s_ref, s_prev, s_new)]
+        maps = [
+            base.float(),
+            first.float(),
+            *(self._maps(s, homographies) for s in states),
+            rays.float(),
+        ]
+        return self._trunk(base, maps, states)

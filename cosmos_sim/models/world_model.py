@@ -30,7 +30,10 @@ DiT diffuses the difference to it — its base, where other models use the previ
 
 A camera model with ``warp_base`` does the same with geometry: its base is the first
 context frame warped into each new camera (``conditioning/warp.py``; the camera rollout
-builds it, the training loader precomputes it).
+builds it, the training loader precomputes it). With ``renderer_points`` too, a
+:class:`~cosmos_sim.models.heads.CameraRenderer` refines that warp from the states and the
+new camera (``render_camera``), and its frame is the base (precomputed for training as well:
+the renderer is fitted first and frozen).
 """
 
 from __future__ import annotations
@@ -46,7 +49,13 @@ from cosmos_sim.data.packing import Clip, pack_clips, unpack
 from cosmos_sim.errors import ConfigError
 from cosmos_sim.models.diffusion import GUIDE_ALL, DiffusionWorldModel, WorldModelConfig
 from cosmos_sim.models.dit import hash_instruction
-from cosmos_sim.models.heads import FrameProbe, StateDynamics, StateReadout, StateRenderer
+from cosmos_sim.models.heads import (
+    CameraRenderer,
+    FrameProbe,
+    StateDynamics,
+    StateReadout,
+    StateRenderer,
+)
 
 
 @dataclass
@@ -76,6 +85,8 @@ class ActionWorldModelConfig:
     warp_base: bool = False
     warp_height: float = 0.0
     warp_reference: str = "first"  # the frame warped: "first" or "previous" (warp.py)
+    # camera models with a renderer: the state's planar points (points.camera_point_config)
+    renderer_points: list[dict] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.wm, dict):
@@ -85,12 +96,20 @@ class ActionWorldModelConfig:
         from cosmos_sim.conditioning.warp import check_warp_reference
 
         check_warp_reference(self.warp_reference)
-        if self.warp_base and self.renderer_hidden:
+        if self.warp_base and self.renderer_hidden and not self.renderer_points:
             raise ConfigError(
-                "one residual base: a state renderer or the camera warp, not both",
+                "one residual base: a fixed-camera state renderer or the camera warp, not both",
                 field="warp_base",
-                expected="renderer_hidden = 0",
+                expected="renderer_hidden = 0, or renderer_points (a camera renderer)",
                 found=self.renderer_hidden,
+            )
+        if self.renderer_points and not (self.warp_base and self.warp_reference == "first"):
+            raise ConfigError(
+                "a camera renderer refines the first frame's warp: it needs warp_base with "
+                "warp_reference = 'first'",
+                field="warp_reference",
+                expected="first",
+                found=self.warp_reference if self.warp_base else "no warp base",
             )
 
     def to_dict(self) -> dict:
@@ -104,6 +123,8 @@ class ActionWorldModelConfig:
             extra |= {"warp_base": True, "warp_height": self.warp_height}
             if self.warp_reference != "first":
                 extra["warp_reference"] = self.warp_reference
+        if self.renderer_points:
+            extra["renderer_points"] = [dict(p) for p in self.renderer_points]
         return extra | {
             "wm": self.wm.to_dict(),
             "probe": dict(self.probe.__dict__),
@@ -135,8 +156,20 @@ class ActionWorldModel(nn.Module):
             self.readout = StateReadout(p.state_dim, cfg.dynamics_hidden, d.text_vocab)
         self.renderer = None
         if cfg.renderer_hidden:
-            self.renderer = StateRenderer(
-                p.channels, p.height, p.width, p.state_dim, d.state_points, cfg.renderer_hidden
+            d = cfg.wm.dit
+            self.renderer = (
+                CameraRenderer(
+                    p.channels,
+                    p.height,
+                    p.width,
+                    p.state_dim,
+                    cfg.renderer_points,
+                    cfg.renderer_hidden,
+                )
+                if cfg.renderer_points
+                else StateRenderer(
+                    p.channels, p.height, p.width, p.state_dim, d.state_points, cfg.renderer_hidden
+                )
             )
 
     @classmethod
@@ -172,7 +205,9 @@ class ActionWorldModel(nn.Module):
                     field="base",
                 )
             wm_batch["base"] = batch["base"]
-        if self.renderer is not None:  # the DiT diffuses what the renderer misses
+        if self.renderer is not None and not self.cfg.renderer_points:
+            # the DiT diffuses what the renderer misses (a camera renderer's frames are the
+            # loader's base already: precomputed over the warp, which is precomputed too)
             wm_batch["base"] = self.render_clip(batch["latents"], batch["state"], batch.get("view"))
         loss, metrics = self.wm.training_step(wm_batch)
         if self.dynamics is not None:
@@ -229,7 +264,20 @@ class ActionWorldModel(nn.Module):
         """The state renderer's latent frame (B, C, h, w); see :class:`StateRenderer`."""
         if self.renderer is None:
             raise ConfigError("this world model has no state renderer", field="renderer_hidden")
+        if self.cfg.renderer_points:
+            raise ConfigError(
+                "a camera renderer draws from the warp and the camera (render_camera)",
+                field="renderer_points",
+            )
         return self.renderer(reference, s_ref, s_prev, s_new, view)
+
+    def render_camera(
+        self, first, base, rays, intrinsics, world_from_camera, s_ref, s_prev, s_new
+    ) -> Tensor:
+        """A camera model's renderer frame (B, C, h, w); see :class:`CameraRenderer`."""
+        if not self.cfg.renderer_points:
+            raise ConfigError("this world model has no camera renderer", field="renderer_points")
+        return self.renderer(first, base, rays, intrinsics, world_from_camera, s_ref, s_prev, s_new)
 
     def _state_losses(self, batch: dict, metrics: dict) -> Tensor:
         """Dynamics: unroll from the clip's first state with every chunk (``actions_all``:

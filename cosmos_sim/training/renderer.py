@@ -8,6 +8,11 @@ on the held-out episodes from their first frame, as the env uses it. Minutes on 
 DiT is untouched, and afterwards trains against it as its residual base
 (``train world-model --init M --keep-state-heads``).
 
+A camera-control model's renderer (:class:`~cosmos_sim.models.heads.CameraRenderer`) is
+fitted the same way on its frames with their cameras: each target frame from the episode's
+first frame warped into the target's camera (the reference is always the first frame: the
+warp, not the net, moves the view).
+
     cosmos-sim train renderer --model models/M --data STORE [--data MORE]
 """
 
@@ -15,15 +20,17 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.progress import Progress
+from torch import Tensor
 
 from cosmos_sim.errors import ConfigError, StoreError
 from cosmos_sim.models import zoo
-from cosmos_sim.models.heads import StateRenderer
+from cosmos_sim.models.heads import CameraRenderer, StateRenderer
 
 
 def _pairs(seqs, cameras: list[str]) -> tuple[list, list, list[int]]:
@@ -72,6 +79,91 @@ def _batch(latents, states, views, g: np.random.Generator, size: int, predicted=
         target.append(latents[e][t])
     view = torch.as_tensor([views[e] for e in ep])
     return [torch.stack(x) for x in (refs, s_ref, s_prev, s_new)] + [view, torch.stack(target)]
+
+
+@dataclass
+class CameraFrames:
+    """A camera renderer's inputs per sequence: the latents (n, C, h, w), the first frame's
+    warp into every frame's camera (n, C, h, w; :func:`warp_base_sequence`), every frame's
+    rays relative to the first camera (n, 6, h, w), latent-grid K (n, 3, 3) and pose (n, 4, 4)
+    float32, and the normalised states (n, S)."""
+
+    latents: list[Tensor]
+    base: list[Tensor]
+    rays: list[Tensor]
+    intrinsics: list[Tensor]
+    poses: list[Tensor]
+    states: list[Tensor]
+
+    @classmethod
+    def of(cls, seqs) -> CameraFrames:
+        """From camera-variant sequences with their warp bases (``seqs.base``, ``first``)."""
+        from cosmos_sim.conditioning.rays import clip_plucker_rays
+
+        h, w = seqs.latents[0].shape[-2:]
+        return cls(
+            [torch.from_numpy(x) for x in seqs.latents],
+            [torch.from_numpy(x) for x in seqs.base],
+            [
+                clip_plucker_rays(k, pose, h, w)
+                for k, pose in zip(seqs.intrinsics, seqs.world_from_camera, strict=True)
+            ],
+            [torch.as_tensor(k, dtype=torch.float32) for k in seqs.intrinsics],
+            [torch.as_tensor(pose, dtype=torch.float32) for pose in seqs.world_from_camera],
+            [torch.from_numpy(x).float() for x in seqs.state],
+        )
+
+    def inputs(self, e: int, t: Tensor | slice) -> list[Tensor]:
+        """Renderer inputs of sequence ``e``'s frames ``t`` (each ≥ 1), batched."""
+        n = len(self.latents[e][t])
+        first = lambda x: x[:1].expand(n, *x.shape[1:])  # noqa: E731
+        s = self.states[e]
+        idx = torch.arange(len(s))[t]
+        return [
+            first(self.latents[e]),
+            self.base[e][t],
+            self.rays[e][t],
+            self.intrinsics[e][t],
+            self.poses[e][t],
+            first(s),
+            s[idx - 1],
+            s[idx],
+        ]
+
+    def batch(self, g: np.random.Generator, size: int) -> tuple[list[Tensor], Tensor]:
+        """``size`` random frames (never a first one) → their inputs, their latents."""
+        ep = g.integers(0, len(self.latents), size)
+        rows = []
+        for e in ep:
+            t = int(g.integers(1, len(self.latents[e])))
+            rows.append([*self.inputs(e, slice(t, t + 1)), self.latents[e][t : t + 1]])
+        cols = [torch.cat(x) for x in zip(*rows, strict=True)]
+        return cols[:-1], cols[-1]
+
+    @torch.no_grad()
+    def error(self, renderer, weights: Tensor | None) -> float:
+        """Mean (channel-weighted) squared latent error of every frame after the first."""
+        return float(
+            np.mean(
+                [
+                    latent_loss(renderer(*self.inputs(e, slice(1, None))), lat[1:], weights).item()
+                    for e, lat in enumerate(self.latents)
+                ]
+            )
+        )
+
+
+@torch.no_grad()
+def camera_renderer_bases(model, seqs) -> list[np.ndarray]:
+    """Each camera sequence's residual base under ``model``'s camera renderer (n, C, h, w):
+    its first latent frame, then the renderer's frames (recorded states) — what a DiT post-
+    trained over the renderer learns the residual of (``train world-model --init``)."""
+    frames = CameraFrames.of(seqs)
+    out = []
+    for e, lat in enumerate(frames.latents):
+        rendered = model.render_camera(*frames.inputs(e, slice(1, None)))
+        out.append(torch.cat([lat[:1], rendered.float()]).numpy())
+    return out
 
 
 @torch.no_grad()
@@ -141,8 +233,8 @@ def fit_renderer(
     pixel_weighted: bool = True,
     self_forcing: float = 0.0,
 ) -> dict:
-    """Add (or refit) the state renderer of an exported action, instruction or multi-view
-    world model (one renderer, every view) on its task's tokenized stores, adding state
+    """Add (or refit) the state renderer of an exported action, instruction, multi-view or
+    camera world model (one renderer, every view) on its task's tokenized stores, adding state
     points to its DiT when it has none (from the stores' fixed cameras); save the model in
     place. ``pixel_weighted``: each latent channel's error weighs what it costs in decoded
     pixels (:func:`pixel_weights`), so the fit follows the PSNR; else plain latent MSE.
@@ -151,7 +243,12 @@ def fit_renderer(
     predicted states (:func:`predicted_states`) instead of the recorded ones, as the env
     renders them. The renderer then learns the frame to expect given the states the env
     will have, errors included (the regression target of CorrDiff's recipe is the mean
-    given what is known); at 0 it learns the frame of exact states."""
+    given what is known); at 0 it learns the frame of exact states. Fixed cameras only.
+
+    A camera model (``--variant camera``) gets a :class:`CameraRenderer` over the first
+    frame's warp; its DiT's residual base becomes the renderer's frame, so the model is
+    switched to ``warp_reference = "first"`` and its DiT should be post-trained over it
+    (``train world-model --init``)."""
     if not 0.0 <= self_forcing <= 1.0:
         raise ConfigError(
             "self-forcing is a share of the training frames",
@@ -159,51 +256,30 @@ def fit_renderer(
             expected="0 ≤ p ≤ 1",
             found=self_forcing,
         )
-    from cosmos_sim.training import world_model_variants as variants
     from cosmos_sim.training.state_heads import open_task_stores
-    from cosmos_sim.training.world_model_task import load_sequences
 
     loaded = zoo.load_model(model_dir)
     meta, stats, model = loaded.config, loaded.stats or {}, loaded.module
-    if meta.get("rays"):
-        raise ConfigError(
-            "a state renderer draws fixed cameras: not for camera-control models",
-            path=loaded.path,
-            field="variant",
-            found=meta.get("variant"),
-        )
-    dit = model.cfg.wm.dit
     if not model.has_state:
         raise ConfigError(
             "a state renderer draws the proprio state: this model has none",
             path=Path(loaded.path) / "config.toml",
             field="dynamics_hidden",
         )
+    if meta.get("rays") and self_forcing:
+        raise ConfigError(
+            "self-forcing draws a fixed camera's frames from predicted states: not for "
+            "camera-control models",
+            path=loaded.path,
+            field="self_forcing",
+            found=self_forcing,
+        )
     stores, a_stats, s_stats = open_task_stores(loaded, data)
-    cams = list(meta["cameras"])
-    load = lambda split: load_sequences(  # noqa: E731
-        stores, meta["tokenizer_hash"], cams, a_stats, s_stats, split
+    setup = _camera_setup if meta.get("rays") else _fixed_setup
+    model, renderer, draw, scores, first_latents = setup(
+        loaded, model, stores, a_stats, s_stats, hidden, seed, self_forcing
     )
-    train_seqs = load("train")
-    train = _pairs(train_seqs, cams)
-    try:
-        held_seqs = load("held-out")
-        held = _pairs(held_seqs, cams)
-    except StoreError:  # too few episodes for a held-out split: nothing to score
-        held_seqs = held = None
-    own = predicted_states(model, train_seqs) if self_forcing > 0 else None
-    if not dit.state_points:  # the renderer's point maps; the DiT's new point projections
-        # start at zero, so the DiT computes what it did (see DiT.initialize_weights)
-        grid = tuple(train[0][0].shape[-2:])
-        points = variants.state_point_controls(
-            meta.get("variant", "action"), stores, cams, s_stats.mean, s_stats.std, grid
-        )["state_points"]
-        model = with_state_points(model, points)
-        dit = model.cfg.wm.dit
-    weights = pixel_weights(loaded, train[0]) if pixel_weighted else None
-    p = model.cfg.probe
-    torch.manual_seed(seed)
-    renderer = StateRenderer(p.channels, p.height, p.width, p.state_dim, dit.state_points, hidden)
+    weights = pixel_weights(loaded, first_latents) if pixel_weighted else None
     opt = torch.optim.AdamW(renderer.parameters(), lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -217,10 +293,8 @@ def fit_renderer(
     with Progress(disable=not progress) as bar:
         task = bar.add_task("renderer", total=steps)
         for _ in range(steps):
-            ref, s_ref, s_prev, s_new, view, target = _batch(
-                *train, g, batch_size, own, self_forcing
-            )
-            loss = latent_loss(renderer(ref, s_ref, s_prev, s_new, view), target, weights)
+            inputs, target = draw(g, batch_size)
+            loss = latent_loss(renderer(*inputs), target, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -232,17 +306,7 @@ def fit_renderer(
         "steps": steps,
         "hidden": hidden,
         "train_loss_last100": float(np.mean(losses[-100:])),
-        "held_out_mse_from_first_frame": None if held is None else held_out_error(renderer, *held),
-        "held_out_weighted_mse_from_first_frame": (
-            None if held is None or weights is None else held_out_error(renderer, *held, weights)
-        ),
-        "held_out_mse_own_states": (  # channel-weighted as the fit is
-            None
-            if held is None
-            else held_out_error(
-                renderer, *held, weights, states_from=predicted_states(model, held_seqs)
-            )
-        ),
+        **scores(renderer, weights),
         "self_forcing": self_forcing,
         "channel_weights": None if weights is None else [round(float(w), 4) for w in weights],
         "wall_time_s": round(time.perf_counter() - t0, 1),
@@ -265,3 +329,132 @@ def fit_renderer(
         extra=extra,
     )
     return result
+
+
+def _fixed_setup(loaded, model, stores, a_stats, s_stats, hidden, seed, self_forcing):
+    """A fixed-camera renderer: (model with state points, renderer, batch drawer, held-out
+    scorer, training latents)."""
+    from cosmos_sim.training import world_model_variants as variants
+    from cosmos_sim.training.world_model_task import load_sequences
+
+    meta = loaded.config
+    cams = list(meta["cameras"])
+    load = lambda split: load_sequences(  # noqa: E731
+        stores, meta["tokenizer_hash"], cams, a_stats, s_stats, split
+    )
+    train_seqs = load("train")
+    train = _pairs(train_seqs, cams)
+    try:
+        held_seqs = load("held-out")
+        held = _pairs(held_seqs, cams)
+    except StoreError:  # too few episodes for a held-out split: nothing to score
+        held_seqs = held = None
+    own = predicted_states(model, train_seqs) if self_forcing > 0 else None
+    if not model.cfg.wm.dit.state_points:  # the renderer's point maps; the DiT's new point
+        # projections start at zero, so the DiT computes what it did (DiT.initialize_weights)
+        grid = tuple(train[0][0].shape[-2:])
+        points = variants.state_point_controls(
+            meta.get("variant", "action"), stores, cams, s_stats.mean, s_stats.std, grid
+        )["state_points"]
+        model = with_state_points(model, points)
+    p = model.cfg.probe
+    torch.manual_seed(seed)
+    renderer = StateRenderer(
+        p.channels, p.height, p.width, p.state_dim, model.cfg.wm.dit.state_points, hidden
+    )
+
+    def draw(g, size):
+        *inputs, target = _batch(*train, g, size, own, self_forcing)
+        return inputs, target
+
+    def scores(renderer, weights):
+        if held is None:
+            return dict.fromkeys(
+                (
+                    "held_out_mse_from_first_frame",
+                    "held_out_weighted_mse_from_first_frame",
+                    "held_out_mse_own_states",
+                )
+            )
+        return {
+            "held_out_mse_from_first_frame": held_out_error(renderer, *held),
+            "held_out_weighted_mse_from_first_frame": (
+                None if weights is None else held_out_error(renderer, *held, weights)
+            ),
+            "held_out_mse_own_states": held_out_error(  # channel-weighted as the fit is
+                renderer, *held, weights, states_from=predicted_states(model, held_seqs)
+            ),
+        }
+
+    return model, renderer, draw, scores, train[0]
+
+
+def _camera_setup(loaded, model, stores, a_stats, s_stats, hidden, seed, self_forcing):
+    """A camera renderer over the first frame's warp (:class:`CameraFrames`): the same five
+    as :func:`_fixed_setup`; the model is switched to a first-frame warp base."""
+    from dataclasses import replace
+
+    from cosmos_sim.bridge.record import source_task
+    from cosmos_sim.conditioning import points, warp
+    from cosmos_sim.models.world_model import ActionWorldModel
+    from cosmos_sim.training import world_model_variants as variants
+    from cosmos_sim.training.world_model_task import CHUNK, load_sequences
+
+    meta, cfg = loaded.config, model.cfg
+    task = source_task(stores[0].spec.source)
+    height = cfg.warp_height if cfg.warp_base else warp.mujoco_table_height(task)
+    tok = zoo.load_tokenizer_of(loaded).module.float()
+
+    def load(split):
+        seqs = load_sequences(
+            stores, meta["tokenizer_hash"], meta["cameras"], a_stats, s_stats, split, geometry=True
+        )
+        seqs.base = variants.warp_base_sequences(seqs, stores, tok, height, CHUNK)
+        return CameraFrames.of(seqs)
+
+    train = load("train")
+    try:
+        held = load("held-out")
+    except StoreError:
+        held = None
+    renderer_points = points.camera_point_config(
+        stores[0].spec.state_names, points.mujoco_point_heights(task), s_stats.mean, s_stats.std
+    )
+    cfg = replace(
+        cfg,
+        warp_base=True,
+        warp_height=height,
+        warp_reference="first",
+        renderer_points=renderer_points,
+        renderer_hidden=hidden,
+    )
+    old = model
+    model = ActionWorldModel(cfg)  # the same weights, with the new base
+    missing, unexpected = model.load_state_dict(old.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("renderer.") for k in missing), (missing, unexpected)
+    p = cfg.probe
+    torch.manual_seed(seed)
+    renderer = CameraRenderer(p.channels, p.height, p.width, p.state_dim, renderer_points, hidden)
+
+    def scores(renderer, weights):
+        plain = None if held is None else held.error(renderer, None)
+        return {
+            "held_out_mse_from_first_frame": plain,
+            "held_out_weighted_mse_from_first_frame": (
+                None if held is None or weights is None else held.error(renderer, weights)
+            ),
+            "held_out_warp_base_mse": (
+                None
+                if held is None
+                else float(
+                    np.mean(
+                        [
+                            ((b[1:] - x[1:]) ** 2).mean().item()
+                            for b, x in zip(held.base, held.latents, strict=True)
+                        ]
+                    )
+                )
+            ),
+        }
+
+    return model, renderer, train.batch, scores, train.latents

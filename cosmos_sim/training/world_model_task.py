@@ -427,6 +427,7 @@ def build_model(
     renderer_hidden: int = 0,
     warp_height: float | None = None,
     warp_reference: str = "first",
+    renderer_points: list[dict] | None = None,
     **dit_overrides,
 ):
     """The world model of ``preset`` with the given controls (``dit_overrides``); trained on
@@ -439,7 +440,8 @@ def build_model(
 
     ``warp_height``: a camera model whose residual base is the first frame warped by the
     table plane at this height (m) (``warp_reference``: the first frame or the previous one);
-    None: the previous frame itself."""
+    None: the previous frame itself. ``renderer_points``: a camera renderer refines that
+    warp (post-training over it)."""
     from cosmos_sim.models.diffusion import EDMConfig, WorldModelConfig
     from cosmos_sim.models.dit import preset as dit_preset
     from cosmos_sim.models.world_model import ActionWorldModel, ActionWorldModelConfig, ProbeConfig
@@ -469,6 +471,7 @@ def build_model(
         warp_base=warp_height is not None,
         warp_height=0.0 if warp_height is None else warp_height,
         warp_reference=warp_reference,
+        renderer_points=renderer_points,
     )
     return (variants.FoldedViewsWorldModel if folded_views else ActionWorldModel)(cfg)
 
@@ -579,6 +582,7 @@ def train_world_model(
     sigma_data = round(
         float(np.concatenate([np.diff(x, axis=0).ravel() for x in seqs.latents]).std()), 3
     )
+    init_config = zoo.read_config(init)["config"] if init else {}
     model = build_model(
         preset,
         action_stats.action_dim,
@@ -589,13 +593,18 @@ def train_world_model(
         action_blind=action_blind,
         self_forcing=self_forcing,
         # post-training a model with a state renderer: its DiT learns the renderer's residual
-        renderer_hidden=zoo.read_config(init)["config"].get("renderer_hidden", 0) if init else 0,
+        renderer_hidden=init_config.get("renderer_hidden", 0),
         warp_height=warp_height,
         warp_reference=warp_reference,
+        renderer_points=init_config.get("renderer_points"),
         **controls,
     )
     if init is not None:
         init_from(model, init)
+    if model.cfg.renderer_points:  # a camera renderer (frozen): its frames are the base
+        from cosmos_sim.training.renderer import camera_renderer_bases
+
+        seqs.base = camera_renderer_bases(model, seqs)
     steps = steps or recipe.steps
     tcfg = TrainerConfig(
         steps=steps,

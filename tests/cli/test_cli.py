@@ -135,7 +135,8 @@ def test_record_gymnasium_render_env(tmp_path):
             "--keep-state-heads needs --init",
         ),
         (
-            ("train", "renderer", "--model", "wm-diffusion-cameranav", "--data", "x.zarr"),
+            ("train", "renderer", "--model", "wm-diffusion-cameranav", "--data", "x.zarr")
+            + ("--self-forcing", "0.5"),
             "not for camera-control models",
         ),
         (("train", "renderer", "--model", "no-such-model", "--data", "x.zarr"), "no-such-model"),

@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from factories import drive_beside_sim, tiny_world_model, variant_stores
+from factories import TINY_DIT, drive_beside_sim, tiny_world_model, variant_stores
 
 import cosmos_sim  # noqa: F401  (registers the envs)
 from cosmos_sim.conditioning.warp import decode_frames, reference_frames, warp_base_latents
@@ -203,3 +203,89 @@ def test_the_warp_base_is_refused_outside_the_camera_variant(models, tmp_path):
 
     refused(data.push, "action", "warp_base")
     refused(data.nav, "camera", "warp_reference", warp_reference="last")
+
+
+def test_a_camera_renderer_refines_the_warp_and_is_the_rollouts_base(models, tmp_path):
+    """train renderer on a camera model: a CameraRenderer over the first frame's warp, fitted
+    (its error below the warp's own), saved with the state's planar points, the model switched
+    to a first-frame warp. In the env each step's base is the renderer's frame over that
+    step's warp, at the commanded camera, from the model's states; post-training the DiT
+    over it carries the renderer along unchanged."""
+    import shutil
+
+    from cosmos_sim.training.renderer import CameraFrames, fit_renderer
+    from cosmos_sim.training.world_model_task import export_world_model
+
+    data = models.data
+    wm = tmp_path / "wm"
+    shutil.copytree(models.previous, wm)  # a previous-frame model: the renderer needs "first"
+    result = fit_renderer(wm, [data.nav], steps=150, hidden=16, progress=False)
+    cfg = _config(wm)
+    assert cfg["renderer_hidden"] == 16 and "warp_reference" not in cfg  # "first"
+    assert [p["name"] for p in cfg["renderer_points"]] == ["ee", "block", "goal"]
+    assert cfg["renderer_points"][0]["height"] == pytest.approx(0.03)  # the ee site
+    assert result["held_out_mse_from_first_frame"] is None  # 2 episodes: no held-out split
+    model = zoo.load_model(wm).module.float()
+    store = EpisodeStore.open(data.nav)
+    action_stats, state_stats = dataset_stats([store])
+    tok = zoo.load_model(data.tok)
+    seqs = load_sequences(
+        [store], tok.latent_hash, ["orbit"], action_stats, state_stats, geometry=True
+    )
+    seqs.base = variants.warp_base_sequences(seqs, [store], tok.module, 0.0, CHUNK)
+    frames = CameraFrames.of(seqs)
+    warp_error = np.mean(
+        [
+            ((b[1:] - x[1:]) ** 2).mean().item()
+            for b, x in zip(frames.base, frames.latents, strict=True)
+        ]
+    )
+    assert frames.error(model.renderer, None) < 0.8 * warp_error
+    # the env: the renderer draws every base, over the warp, at the commanded camera
+    env = gym.make(WM, model=str(wm), sampler_steps=1, arm="policy")
+    nav = gym.make("cosmos_sim/CameraNav-v0", size=SIZE, arm="policy").unwrapped
+    vec = env.unwrapped.vec
+    bases, calls, warps = _record_bases(env), [], []
+    render, warp_base = vec.wm.model.render_camera, vec.rollout.warp.base
+
+    def recording_render(*args):
+        calls.append((args, render(*args)))
+        return calls[-1][1]
+
+    def recording_warp(*args):
+        warps.append(warp_base(*args))
+        return warps[-1]
+
+    vec.wm.model.render_camera, vec.rollout.warp.base = recording_render, recording_warp
+    obs, _ = env.reset(seed=8)
+    nav.reset(seed=8)
+    actions = np.random.default_rng(4).uniform(-1, 1, (3, 4, 5)).astype(np.float32)
+    poses, _ = drive_beside_sim(env, nav, actions)
+    assert len(calls) == len(bases) == len(warps) == 3
+    for step, ((args, out), base, warped) in enumerate(zip(calls, bases, warps, strict=True)):
+        first, w, rays, k, pose, s_ref, s_prev, s_new = args
+        torch.testing.assert_close(base[:, 0], out.to(base))  # the base is the renderer's
+        torch.testing.assert_close(w, warped[:, 0].float())  # drawn over that step's warp
+        np.testing.assert_allclose(pose[0].numpy(), poses[step + 1], atol=1e-5)
+        torch.testing.assert_close(s_ref, calls[0][0][5])  # the reset's state throughout
+        if step:  # the state it moved from is the one the step before moved to
+            torch.testing.assert_close(s_prev, calls[step - 1][0][7])
+    assert (bases[-1] - warps[-1]).abs().max() > 1e-4  # the renderer changed the warp
+    env.close()
+    nav.close()
+    # post-training the DiT over the renderer: it comes along, frozen
+    run = tmp_path / "post"
+    train_world_model(
+        [data.nav], data.tok, run, variant="camera", steps=2, batch_size=2, progress=False,
+        checkpoint_every=2, dit_overrides=TINY_DIT, init=wm, warp_base=True,
+    )  # fmt: skip
+    post = zoo.load_model(export_world_model(run, tmp_path / "post-wm")).module
+    mine = model.state_dict()
+    renderer = {k: v for k, v in post.state_dict().items() if k.startswith("renderer.")}
+    assert renderer and all(torch.equal(v.float(), mine[k]) for k, v in renderer.items())
+    with pytest.raises(ConfigError, match="warp_reference"):  # it refines the first frame's
+        train_world_model(
+            [data.nav], data.tok, tmp_path / "prev", variant="camera", steps=1, batch_size=2,
+            progress=False, dit_overrides=TINY_DIT, init=wm, warp_base=True,
+            warp_reference="previous",
+        )  # fmt: skip
