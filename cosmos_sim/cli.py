@@ -567,7 +567,13 @@ def train_state_heads_cmd(
 
 @train_app.command("renderer")
 def train_renderer_cmd(
-    model: Annotated[Path, typer.Option(help="An exported action world model with state points.")],
+    model: Annotated[
+        Path,
+        typer.Option(
+            help="An exported world model with a proprio state (a camera-control model gets "
+            "a camera renderer over its table-plane warp)."
+        ),
+    ],
     data: Annotated[
         list[Path],
         typer.Option("--data", help="Tokenized episode store(s) of its task and camera."),
@@ -581,29 +587,12 @@ def train_renderer_cmd(
             "(follows the PSNR); --no-pixel-weighted: plain latent MSE."
         ),
     ] = True,
-    self_forcing: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Share of training frames drawn from the model's own predicted states "
-            "(its dynamics head unrolled from the first frame, as the env draws them) "
-            "instead of the recorded ones.",
-        ),
-    ] = 0.0,
 ) -> None:
     """Fit the model's state renderer (latent frame from the state; minutes): the base its
     DiT then diffuses the residual of. Saved back into the model directory."""
     from cosmos_sim.training.renderer import fit_renderer
 
-    r = fit_renderer(
-        model,
-        data,
-        steps=steps,
-        hidden=hidden,
-        pixel_weighted=pixel_weighted,
-        self_forcing=self_forcing,
-    )
+    r = fit_renderer(model, data, steps=steps, hidden=hidden, pixel_weighted=pixel_weighted)
     held, own = r["held_out_mse_from_first_frame"], r.get("held_out_mse_own_states")
     console.print(
         f"renderer: train loss {r['train_loss_last100']:.4f}"

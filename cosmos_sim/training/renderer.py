@@ -58,24 +58,19 @@ def predicted_states(model, seqs) -> list[torch.Tensor]:
     return out
 
 
-def _batch(latents, states, views, g: np.random.Generator, size: int, predicted=None, p=0.0):
+def _batch(latents, states, views, g: np.random.Generator, size: int):
     """``size`` random (reference, previous, target) triples of latent frames of one
-    episode and camera, and the camera's view index. With ``predicted`` (the model's own
-    open-loop states per sequence), a share ``p`` of the triples is drawn as the env draws
-    them: the reference is the episode's first frame and its recorded state, the previous
-    and new states are the predicted ones."""
+    episode and camera, and the camera's view index."""
     ep = g.integers(0, len(latents), size)
     refs, s_ref, s_prev, s_new, target = [], [], [], [], []
     for e in ep:
         n = len(latents[e])
         t = int(g.integers(1, n))
-        own = predicted is not None and g.random() < p
-        r = 0 if own else int(g.integers(0, t))
-        path = predicted[e] if own else states[e]
+        r = int(g.integers(0, t))
         refs.append(latents[e][r])
         s_ref.append(states[e][r])
-        s_prev.append(path[t - 1])
-        s_new.append(path[t])
+        s_prev.append(states[e][t - 1])
+        s_new.append(states[e][t])
         target.append(latents[e][t])
     view = torch.as_tensor([views[e] for e in ep])
     return [torch.stack(x) for x in (refs, s_ref, s_prev, s_new)] + [view, torch.stack(target)]
@@ -231,7 +226,6 @@ def fit_renderer(
     seed: int = 0,
     progress: bool = True,
     pixel_weighted: bool = True,
-    self_forcing: float = 0.0,
 ) -> dict:
     """Add (or refit) the state renderer of an exported action, instruction, multi-view or
     camera world model (one renderer, every view) on its task's tokenized stores, adding state
@@ -239,23 +233,14 @@ def fit_renderer(
     place. ``pixel_weighted``: each latent channel's error weighs what it costs in decoded
     pixels (:func:`pixel_weights`), so the fit follows the PSNR; else plain latent MSE.
 
-    ``self_forcing``: the share of training frames rendered from the model's *own*
-    predicted states (:func:`predicted_states`) instead of the recorded ones, as the env
-    renders them. The renderer then learns the frame to expect given the states the env
-    will have, errors included (the regression target of CorrDiff's recipe is the mean
-    given what is known); at 0 it learns the frame of exact states. Fixed cameras only.
+    Besides its held-out error from the recorded states, a fixed-camera renderer's is
+    reported from the model's *own* predicted states (:func:`predicted_states`), as the env
+    renders them.
 
     A camera model (``--variant camera``) gets a :class:`CameraRenderer` over the first
     frame's warp; its DiT's residual base becomes the renderer's frame, so the model is
     switched to ``warp_reference = "first"`` and its DiT should be post-trained over it
     (``train world-model --init``)."""
-    if not 0.0 <= self_forcing <= 1.0:
-        raise ConfigError(
-            "self-forcing is a share of the training frames",
-            field="self_forcing",
-            expected="0 ≤ p ≤ 1",
-            found=self_forcing,
-        )
     from cosmos_sim.training.state_heads import open_task_stores
 
     loaded = zoo.load_model(model_dir)
@@ -266,18 +251,10 @@ def fit_renderer(
             path=Path(loaded.path) / "config.toml",
             field="dynamics_hidden",
         )
-    if meta.get("rays") and self_forcing:
-        raise ConfigError(
-            "self-forcing draws a fixed camera's frames from predicted states: not for "
-            "camera-control models",
-            path=loaded.path,
-            field="self_forcing",
-            found=self_forcing,
-        )
     stores, a_stats, s_stats = open_task_stores(loaded, data)
     setup = _camera_setup if meta.get("rays") else _fixed_setup
     model, renderer, draw, scores, first_latents = setup(
-        loaded, model, stores, a_stats, s_stats, hidden, seed, self_forcing
+        loaded, model, stores, a_stats, s_stats, hidden, seed
     )
     weights = pixel_weights(loaded, first_latents) if pixel_weighted else None
     opt = torch.optim.AdamW(renderer.parameters(), lr=lr, weight_decay=0.01)
@@ -307,7 +284,6 @@ def fit_renderer(
         "hidden": hidden,
         "train_loss_last100": float(np.mean(losses[-100:])),
         **scores(renderer, weights),
-        "self_forcing": self_forcing,
         "channel_weights": None if weights is None else [round(float(w), 4) for w in weights],
         "wall_time_s": round(time.perf_counter() - t0, 1),
         "stores": [Path(path).name for path in data],
@@ -331,7 +307,7 @@ def fit_renderer(
     return result
 
 
-def _fixed_setup(loaded, model, stores, a_stats, s_stats, hidden, seed, self_forcing):
+def _fixed_setup(loaded, model, stores, a_stats, s_stats, hidden, seed):
     """A fixed-camera renderer: (model with state points, renderer, batch drawer, held-out
     scorer, training latents)."""
     from cosmos_sim.training import world_model_variants as variants
@@ -349,7 +325,6 @@ def _fixed_setup(loaded, model, stores, a_stats, s_stats, hidden, seed, self_for
         held = _pairs(held_seqs, cams)
     except StoreError:  # too few episodes for a held-out split: nothing to score
         held_seqs = held = None
-    own = predicted_states(model, train_seqs) if self_forcing > 0 else None
     if not model.cfg.wm.dit.state_points:  # the renderer's point maps; the DiT's new point
         # projections start at zero, so the DiT computes what it did (DiT.initialize_weights)
         grid = tuple(train[0][0].shape[-2:])
@@ -364,7 +339,7 @@ def _fixed_setup(loaded, model, stores, a_stats, s_stats, hidden, seed, self_for
     )
 
     def draw(g, size):
-        *inputs, target = _batch(*train, g, size, own, self_forcing)
+        *inputs, target = _batch(*train, g, size)
         return inputs, target
 
     def scores(renderer, weights):
@@ -389,7 +364,7 @@ def _fixed_setup(loaded, model, stores, a_stats, s_stats, hidden, seed, self_for
     return model, renderer, draw, scores, train[0]
 
 
-def _camera_setup(loaded, model, stores, a_stats, s_stats, hidden, seed, self_forcing):
+def _camera_setup(loaded, model, stores, a_stats, s_stats, hidden, seed):
     """A camera renderer over the first frame's warp (:class:`CameraFrames`): the same five
     as :func:`_fixed_setup`; the model is switched to a first-frame warp base."""
     from dataclasses import replace

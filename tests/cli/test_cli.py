@@ -134,11 +134,6 @@ def test_record_gymnasium_render_env(tmp_path):
             ("train", "world-model", "--data", "x.zarr", "--keep-state-heads"),
             "--keep-state-heads needs --init",
         ),
-        (
-            ("train", "renderer", "--model", "wm-diffusion-cameranav", "--data", "x.zarr")
-            + ("--self-forcing", "0.5"),
-            "not for camera-control models",
-        ),
         (("train", "renderer", "--model", "no-such-model", "--data", "x.zarr"), "no-such-model"),
     ],
 )

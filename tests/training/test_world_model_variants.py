@@ -446,11 +446,12 @@ def test_state_renderer_fits_saves_and_is_the_rollouts_base(data, tmp_path):
     )
 
 
-def test_renderer_self_forcing_draws_from_the_models_own_states(data, tmp_path):
-    """--self-forcing p: that share of the training frames is rendered from the dynamics
-    head's own open-loop states (from the episode's first frame and recorded state, as the
-    env renders), the rest as before; the fit reports its error on its own states too."""
-    from cosmos_sim.training.renderer import _batch, fit_renderer, predicted_states
+def test_renderer_is_scored_on_the_models_own_states_too(data, tmp_path):
+    """The renderer's fit reports its error from the dynamics head's own open-loop states
+    (from the episode's first frame and recorded state, as the env renders) beside the
+    error from the recorded ones; those states are the head unrolled over the recording's
+    action chunks."""
+    from cosmos_sim.training.renderer import fit_renderer, held_out_error, predicted_states
 
     run = _train(data, data.push, tmp_path / "run", cameras=["front"])
     wm = export_world_model(run, tmp_path / "wm")
@@ -464,22 +465,15 @@ def test_renderer_self_forcing_draws_from_the_models_own_states(data, tmp_path):
             step = model.step_state(path[2:3], torch.from_numpy(chunks[3:4]).float())
         torch.testing.assert_close(path[3:4], step)
         assert not torch.allclose(path[1:], torch.from_numpy(state[1:]))  # not the recording
+    fit_renderer(wm, [data.push], steps=30, hidden=8, progress=False)
+    renderer = zoo.load_model(wm).module.float().renderer
+    lat = [torch.from_numpy(x) for x in seqs.latents]
     st = [torch.from_numpy(x).float() for x in seqs.state]
-    # each "latent frame" names its sequence and time, so the draws can be read back
-    lat = [1000.0 * i + torch.arange(len(x)).float()[:, None] for i, x in enumerate(st)]
-    views = [0] * len(lat)
-    g = np.random.default_rng(0)
-    ref, s_ref, s_prev, s_new, _, target = _batch(lat, st, views, g, 64, own, 1.0)
-    for k, code in enumerate(target[:, 0].long().tolist()):
-        i, j = divmod(code, 1000)
-        assert j >= 1 and ref[k, 0] == 1000 * i and torch.equal(s_ref[k], st[i][0])
-        assert torch.equal(s_prev[k], own[i][j - 1]) and torch.equal(s_new[k], own[i][j])
-    _, _, recorded, *_ = _batch(lat, st, views, np.random.default_rng(0), 64, own, 0.0)
-    assert all(any(torch.equal(x, y) for s in st for y in s) for x in recorded)
-    with pytest.raises(ConfigError, match="share of the training frames"):
-        fit_renderer(wm, [data.push], steps=1, hidden=8, progress=False, self_forcing=1.5)
-    result = fit_renderer(wm, [data.push], steps=3, hidden=8, progress=False, self_forcing=0.5)
-    assert result["self_forcing"] == 0.5 and "held_out_mse_own_states" in result
+    recorded, mine = (
+        held_out_error(renderer, lat, st),
+        held_out_error(renderer, lat, st, states_from=own),
+    )
+    assert recorded != mine and held_out_error(renderer, lat, st, states_from=st) == recorded
 
 
 def test_multiview_renderer_draws_every_view_and_is_the_dits_residual_base(data, tmp_path):
