@@ -247,17 +247,21 @@ class StateRenderer(nn.Module):
         index, homography = points.point_tensors(state_points)
         self.register_buffer("index", index, False)
         self.register_buffer("homography", homography, False)
+        self._grid_buffers(height, width)
+        self._trunk_layers(
+            channels + 3 * points.FEATURES * len(state_points), state_dim, hidden, depth, channels
+        )
+
+    def _grid_buffers(self, height: int, width: int) -> None:
+        """The latent grid's cell centres (h, w, 2) and its coordinates (1, 2, h, w) in [-1, 1]."""
         ys, xs = torch.meshgrid(
             torch.arange(height, dtype=torch.float32),
             torch.arange(width, dtype=torch.float32),
             indexing="ij",
         )
-        self.register_buffer("centres", torch.stack([xs, ys], -1), False)  # (h, w, 2)
+        self.register_buffer("centres", torch.stack([xs, ys], -1), False)
         grid = torch.stack([xs / max(width - 1, 1), ys / max(height - 1, 1)]) * 2 - 1
-        self.register_buffer("coords", grid[None], False)  # (1, 2, h, w) in [-1, 1]
-        self._trunk_layers(
-            channels + 3 * points.FEATURES * len(state_points), state_dim, hidden, depth, channels
-        )
+        self.register_buffer("coords", grid[None], False)
 
     def _trunk_layers(self, inputs: int, state_dim: int, hidden: int, depth: int, channels: int):
         """The conv net: ``inputs`` maps in, FiLM-conditioned on the three states, the change
@@ -335,14 +339,7 @@ class CameraRenderer(StateRenderer):
             )
         self.register_buffer("index", torch.tensor([[p["x"], p["y"]] for p in points_cfg]), False)
         self.register_buffer("world", points.plane_points(points_cfg), False)  # (K, 4, 3)
-        ys, xs = torch.meshgrid(
-            torch.arange(height, dtype=torch.float32),
-            torch.arange(width, dtype=torch.float32),
-            indexing="ij",
-        )
-        self.register_buffer("centres", torch.stack([xs, ys], -1), False)
-        grid = torch.stack([xs / max(width - 1, 1), ys / max(height - 1, 1)]) * 2 - 1
-        self.register_buffer("coords", grid[None], False)
+        self._grid_buffers(height, width)
         inputs = 2 * channels + 3 * points.FEATURES * len(points_cfg) + 6  # + rays
         self._trunk_layers(inputs, state_dim, hidden, depth, channels)
 
