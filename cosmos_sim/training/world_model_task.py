@@ -742,6 +742,10 @@ def export_world_model(
         source = zoo.read_config(state_heads_from)
         extra["post_trained_from"] = zoo.portable_path(state_heads_from)
         extra |= {k: source[k] for k in ("state_heads", "renderer") if k in source}
+    elif model.renderer is not None and data.get("init") and Path(data["init"]).is_dir():
+        # post-trained over the init model's (frozen) renderer: how that one was fitted
+        source = zoo.read_config(data["init"])
+        extra |= {k: source[k] for k in ("renderer",) if k in source}
     old_card = Path(model_dir) / "card.md"
     if card is None and old_card.exists():  # re-exporting keeps the model's card
         card = old_card.read_text()

@@ -279,7 +279,9 @@ def test_a_camera_renderer_refines_the_warp_and_is_the_rollouts_base(models, tmp
         [data.nav], data.tok, run, variant="camera", steps=2, batch_size=2, progress=False,
         checkpoint_every=2, dit_overrides=TINY_DIT, init=wm, warp_base=True,
     )  # fmt: skip
-    post = zoo.load_model(export_world_model(run, tmp_path / "post-wm")).module
+    exported = zoo.load_model(export_world_model(run, tmp_path / "post-wm"))
+    post = exported.module
+    assert exported.config["renderer"]["steps"] == 150  # how its renderer was fitted
     mine = model.state_dict()
     renderer = {k: v for k, v in post.state_dict().items() if k.startswith("renderer.")}
     assert renderer and all(torch.equal(v.float(), mine[k]) for k, v in renderer.items())
