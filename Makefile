@@ -26,7 +26,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,omniverse,rl]'
+	$(BIN)/pip install -q -e '.[dev,omniverse,rl,text]'
 	touch $(STAMP)
 
 install: system-deps $(STAMP)

@@ -459,6 +459,13 @@ def train_world_model_cmd(
             "frame's last one (first | previous).",
         ),
     ] = "first",
+    text_encoder: Annotated[
+        str,
+        typer.Option(
+            help="Instruction variant: hashed words embedded by a table trained with the "
+            "model, or minilm, a frozen pretrained sentence encoder (the text extra).",
+        ),
+    ] = "hashed",
     keep_state_heads: Annotated[
         bool,
         typer.Option(
@@ -493,6 +500,7 @@ def train_world_model_cmd(
         state_points=state_points,
         warp_base=warp_base,
         warp_reference=warp_reference,
+        text_encoder=text_encoder,
     )
     console.print(
         f"step {summary['step']}  loss {summary['loss']:.4f}  {summary['samples_per_s']:.1f} samples/s → {out}"

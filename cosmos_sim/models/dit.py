@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from cosmos_sim.conditioning import points
+from cosmos_sim.conditioning import text as text_encoders
 from cosmos_sim.data.packing import NULL_INSTRUCTION, SequenceLayout, TokenBatch
 from cosmos_sim.errors import ConfigError
 from cosmos_sim.models.attention import AttentionMask, KVCache, attention, resolve_backend
@@ -59,6 +60,9 @@ class DiTConfig:
     max_views: int = 4  # learned view embeddings (multi-view folded into time)
     max_grid: int = 32  # learned (row, column) embeddings, in patches
     text_vocab: int = 0  # hashed instruction vocabulary (0 = no cross-attention)
+    # what turns the instruction's ids into tokens: "hashed" (a table trained with the model)
+    # or "minilm" (a frozen pretrained sentence encoder; conditioning/text.py)
+    text_encoder: str = "hashed"
     attention: str = "sdpa"  # sdpa | flex | te | auto (see models/attention.py)
     rope_theta: float = 10000.0
 
@@ -77,6 +81,14 @@ class DiTConfig:
             )
         if self.action_dim < 0 or self.text_vocab < 0 or self.text_vocab == 1:
             raise ConfigError("action_dim ≥ 0 and text_vocab = 0 or ≥ 2", field="text_vocab")
+        text_encoders.check_text_encoder(self.text_encoder)
+        if self.text_encoder == "minilm" and self.text_vocab not in (0, text_encoders.MINILM_VOCAB):
+            raise ConfigError(
+                "the pretrained text encoder reads its own WordPiece ids",
+                field="text_vocab",
+                expected=text_encoders.MINILM_VOCAB,
+                found=self.text_vocab,
+            )
         for p in self.state_points:
             views = len(self.state_points[0]["homographies"])
             ok = {"x", "y", "homographies"} <= p.keys() and len(p["homographies"]) == views
@@ -100,7 +112,10 @@ class DiTConfig:
         return self.latent_channels * self.patch_size**2
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if out["text_encoder"] == "hashed":  # (only when set: older configs stay as they were)
+            del out["text_encoder"]
+        return out
 
 
 # Presets: named instances in one registry (cosmos-sim train ... --preset NAME). A variant
@@ -132,6 +147,12 @@ def hash_instruction(text: str, vocab: int, max_words: int = 16) -> Tensor:
     """Lower-case words → stable hashed ids in [2, vocab) (0 = padding, 1 = null)."""
     words = text.lower().replace(",", " ").replace(".", " ").split()[:max_words]
     return torch.tensor([2 + zlib.crc32(w.encode()) % (vocab - 2) for w in words], dtype=torch.long)
+
+
+def instruction_ids(text: str, vocab: int, encoder: str = "hashed") -> Tensor:
+    """An instruction → (L,) long ids for the DiT's ``text_encoder`` (0 = padding)."""
+    text_encoders.check_text_encoder(encoder)
+    return hash_instruction(text, vocab) if encoder == "hashed" else text_encoders.minilm_ids(text)
 
 
 @dataclass
@@ -378,7 +399,12 @@ class DiT(nn.Module):
             if self.action_to_tokens is None:
                 self.action_to_tokens = nn.Linear(d, d)
         self.points = StatePoints(cfg) if cfg.state_points and cfg.state_dim else None
-        self.text_embed = nn.Embedding(cfg.text_vocab, d) if cfg.text_vocab else None
+        self.text_embed = None
+        if cfg.text_vocab:
+            hashed = cfg.text_encoder == "hashed"
+            self.text_embed = (
+                nn.Embedding(cfg.text_vocab, d) if hashed else text_encoders.PretrainedText(d)
+            )
         self.rope = Rope3D(d // cfg.heads, cfg.rope_theta)
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
         self.final = FinalLayer(cfg)
@@ -395,7 +421,7 @@ class DiT(nn.Module):
                 nn.init.zeros_(m.bias)
         for p in (self.row_embed, self.col_embed, self.view_embed.weight):
             nn.init.normal_(p, std=0.02)
-        if self.text_embed is not None:
+        if isinstance(self.text_embed, nn.Embedding):
             nn.init.normal_(self.text_embed.weight, std=0.02)
         for lin in self.noise_embed.mlp[0], self.noise_embed.mlp[2]:
             nn.init.normal_(lin.weight, std=0.02)
@@ -469,7 +495,11 @@ class DiT(nn.Module):
                 token_doc_q = torch.zeros_like(token_doc)
             else:
                 token_doc_q = token_doc
-            text = self.text_embed(ids)  # (B, L, D)
+            text = (
+                self.text_embed(ids)
+                if isinstance(self.text_embed, nn.Embedding)
+                else self.text_embed(ids, text_doc)
+            )  # (B, L, D)
             cross_mask = AttentionMask(token_doc_q, text_doc)
         masks = (self_mask, cross_mask)
         point_maps = None

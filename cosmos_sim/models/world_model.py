@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from cosmos_sim.data.packing import Clip, pack_clips, unpack
 from cosmos_sim.errors import ConfigError
 from cosmos_sim.models.diffusion import GUIDE_ALL, DiffusionWorldModel, WorldModelConfig
-from cosmos_sim.models.dit import hash_instruction
+from cosmos_sim.models.dit import instruction_ids
 from cosmos_sim.models.heads import (
     CameraRenderer,
     FrameProbe,
@@ -322,8 +322,9 @@ class ActionWorldModel(nn.Module):
         return self.cfg.wm.dit.text_vocab
 
     def hash_instructions(self, texts: Sequence[str]) -> Tensor:
-        """Instructions → (B, L) long hashed words, 0-padded: the ids training's clips carry
-        (``world_model_variants.instruction_ids``, in this model's vocabulary)."""
+        """Instructions → (B, L) long hashed words (or the pretrained text encoder's ids),
+        0-padded: the ids training's clips carry (``world_model_variants.instruction_ids``,
+        in this model's vocabulary)."""
         if not self.text_vocab:
             raise ConfigError(
                 "this world model reads no instruction (trained without --variant instruction)",
@@ -331,7 +332,8 @@ class ActionWorldModel(nn.Module):
                 expected="> 0",
                 found=0,
             )
-        words = [hash_instruction(text, self.text_vocab) for text in texts]
+        encoder = self.cfg.wm.dit.text_encoder
+        words = [instruction_ids(text, self.text_vocab, encoder) for text in texts]
         ids = torch.zeros(len(words), max([1, *(len(w) for w in words)]), dtype=torch.long)
         for i, w in enumerate(words):
             ids[i, : len(w)] = w

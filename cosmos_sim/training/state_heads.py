@@ -90,7 +90,7 @@ def _rows_equal(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return (rows == F.pad(ids, (0, rows.shape[1] - len(ids)))).all(1)
 
 
-def instruction_relabel(task, state_names, state_stats, vocab: int):
+def instruction_relabel(task, state_names, state_stats, vocab: int, encoder: str = "hashed"):
     """For an instruction task whose state holds each rule's point and region (``ee.x``,
     ``target_red.x``, …): a function from normalised states (M, S) to, per instruction,
     its hashed words (L,) and whether each state satisfies its rule (M,). None when the
@@ -107,7 +107,7 @@ def instruction_relabel(task, state_names, state_stats, vocab: int):
         ]
         if any(len(c) != len(rule.axes) for c in cols):
             return None
-        ids = torch.from_numpy(instruction_ids(instruction.text, vocab))
+        ids = torch.from_numpy(instruction_ids(instruction.text, vocab, encoder))
         rules.append((ids, cols, rule.radius))
     mean = torch.as_tensor(state_stats.mean)
     std = torch.as_tensor(state_stats.std)
@@ -363,9 +363,10 @@ def refine_exported(
     meta, stats = loaded.config, loaded.stats or {}
     stores, a_stats, s_stats = open_task_stores(loaded, data)
     vocab = loaded.module.text_vocab  # an instruction model's success depends on it
-    train = load_state_sequences(stores, a_stats, s_stats, "train", vocab)
+    encoder = loaded.module.cfg.wm.dit.text_encoder
+    train = load_state_sequences(stores, a_stats, s_stats, "train", vocab, encoder)
     try:
-        held = load_state_sequences(stores, a_stats, s_stats, "held-out", vocab)
+        held = load_state_sequences(stores, a_stats, s_stats, "held-out", vocab, encoder)
     except StoreError:  # too few episodes for a held-out split: nothing to score
         held = None
     config = dict(meta["config"])
@@ -388,6 +389,7 @@ def refine_exported(
             stores[0].spec.state_names,
             s_stats,
             vocab,
+            encoder,
         )
     result = fit_state_heads(
         loaded.module,

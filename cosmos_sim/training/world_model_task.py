@@ -123,6 +123,7 @@ def load_sequences(
     *,
     geometry: bool = False,
     text_vocab: int = 0,
+    text_encoder: str = "hashed",
 ) -> Sequences:
     """Every (episode, camera) sequence of the split, in memory (latents are small).
 
@@ -161,7 +162,7 @@ def load_sequences(
                     seqs.world_from_camera.append(pose)
                 if text_vocab:
                     seqs.instruction_ids.append(
-                        variants.instruction_ids(instructions[e], text_vocab)
+                        variants.instruction_ids(instructions[e], text_vocab, text_encoder)
                     )
     if not seqs.latents:
         raise StoreError("no episodes in this split", field=split)
@@ -191,6 +192,7 @@ def load_state_sequences(
     state_stats: StateStats,
     split: str = "train",
     text_vocab: int = 0,
+    text_encoder: str = "hashed",
 ) -> Sequences:
     """Every episode of the split as actions, labels and proprio state alone (per latent
     frame, and every frame's in ``state_frames``) — no latents, so any store of the task
@@ -220,7 +222,7 @@ def load_state_sequences(
             seqs.key.append((si, e, ""))
             if text_vocab:
                 seqs.instruction_ids.append(
-                    variants.instruction_ids(store.instructions[e], text_vocab)
+                    variants.instruction_ids(store.instructions[e], text_vocab, text_encoder)
                 )
     if not seqs.state:
         raise StoreError("no episodes in this split", field=split)
@@ -535,13 +537,15 @@ def train_world_model(
     state_points: bool = False,
     warp_base: bool = False,
     warp_reference: str = "first",
+    text_encoder: str = "hashed",
 ) -> dict:
     """Train a diffusion world model on cached latents (resumable): action-conditioned, plus
     camera rays, folded views or the instruction for the other ``variant``s; with
     ``state_points``, the DiT also sees where the state's points fall in each view; with
     ``warp_base`` (camera variant), the DiT samples the residual over the first frame warped
     into each new camera by the task's table plane (``warp_reference``: the episode's first
-    frame, or the previous latent frame's last one)."""
+    frame, or the previous latent frame's last one); ``text_encoder`` (instruction variant):
+    ``hashed`` words, or the frozen pretrained ``minilm`` (``conditioning/text.py``)."""
     from cosmos_sim.training.trainer import Trainer, TrainerConfig
 
     variants.check_variant(variant)
@@ -551,6 +555,21 @@ def train_world_model(
     stores, tok, _, action_stats, state_stats = prepare(data, tokenizer, cameras)
     cams, controls = variants.variant_setup(variant, preset, stores, cameras)
     controls |= dit_overrides or {}
+    if text_encoder != "hashed":
+        controls["text_encoder"] = text_encoder
+    encoder = controls.get("text_encoder", "hashed")
+    if encoder != "hashed":  # a pretrained encoder reads its own ids
+        from cosmos_sim.conditioning.text import MINILM_VOCAB, check_text_encoder
+
+        check_text_encoder(encoder)
+        if variant != "instruction":
+            raise ConfigError(
+                "a text encoder reads the instruction: instruction variant only",
+                field="text_encoder",
+                expected="--variant instruction",
+                found=variant,
+            )
+        controls["text_vocab"] = MINILM_VOCAB
     warp_height = _warp_height(variant, stores[0], warp_reference) if warp_base else None
     seqs = load_sequences(
         stores,
@@ -561,6 +580,7 @@ def train_world_model(
         "train",
         geometry=variant == "camera",
         text_vocab=controls["text_vocab"] if variant == "instruction" else 0,
+        text_encoder=encoder,
     )
     if variant == "multiview":
         seqs = fold_cameras(seqs, cams)

@@ -47,7 +47,8 @@ from cosmos_sim.conditioning.multiview import fold_views
 from cosmos_sim.conditioning.rays import clip_plucker_rays, scale_intrinsics
 from cosmos_sim.data.store import EpisodeStore
 from cosmos_sim.errors import ConfigError, StoreError
-from cosmos_sim.models.dit import DiTConfig, hash_instruction
+from cosmos_sim.models.dit import DiTConfig
+from cosmos_sim.models.dit import instruction_ids as _instruction_ids
 from cosmos_sim.models.dit import preset as dit_preset
 from cosmos_sim.models.world_model import ActionWorldModel
 
@@ -336,9 +337,10 @@ def check_instructions(stores: Sequence[EpisodeStore]) -> None:
             )
 
 
-def instruction_ids(text: str, vocab: int) -> np.ndarray:
-    """(L,) int64 hashed words of an instruction (the DiT's hashed vocabulary, 0 = padding)."""
-    return hash_instruction(text, vocab).numpy().astype(np.int64)
+def instruction_ids(text: str, vocab: int, encoder: str = "hashed") -> np.ndarray:
+    """(L,) int64 ids of an instruction in the DiT's vocabulary (hashed words, 0 = padding;
+    or the pretrained ``encoder``'s WordPiece ids)."""
+    return _instruction_ids(text, vocab, encoder).numpy().astype(np.int64)
 
 
 def pad_ids(ids: Sequence[np.ndarray]) -> Tensor:
