@@ -603,6 +603,8 @@ def train_world_model(
         float(np.concatenate([np.diff(x, axis=0).ravel() for x in seqs.latents]).std()), 3
     )
     init_config = zoo.read_config(init)["config"] if init else {}
+    if init_config.get("renderer_hidden"):  # its renderer reads states in its own units
+        _check_same_state_stats(Path(init), state_stats)
     model = build_model(
         preset,
         action_stats.action_dim,
@@ -681,6 +683,20 @@ def _warp_height(variant: str, store: EpisodeStore, reference: str) -> float:
             found=variant,
         )
     return mujoco_table_height(source_task(store.spec.source))
+
+
+def _check_same_state_stats(model_dir: Path, state_stats: StateStats) -> None:
+    """A model whose (frozen) renderer comes along must be post-trained with the state
+    normalisation it was fitted with: the stores it was fitted on, not more or others."""
+    theirs = json.loads((model_dir / "stats.json").read_text())
+    for key, ours in (("state_mean", state_stats.mean), ("state_std", state_stats.std)):
+        if not np.allclose(theirs.get(key, []), ours, rtol=1e-5, atol=1e-7):
+            raise ConfigError(
+                "the model's renderer draws states normalised as in its own stores: "
+                "post-train it on those stores",
+                path=model_dir / "stats.json",
+                field=key,
+            )
 
 
 def with_state_heads_of(model, source: Path, stats: dict):

@@ -389,7 +389,7 @@ def test_post_training_keeps_the_state_heads_it_is_asked_to(data, odd_stores, tm
     assert "stats.json" in str(e.value)
 
 
-def test_state_renderer_fits_saves_and_is_the_rollouts_base(data, tmp_path):
+def test_state_renderer_fits_saves_and_is_the_rollouts_base(data, odd_stores, tmp_path):
     """train renderer: on a model without state points it adds them (from the store's fixed
     camera); the renderer learns (error below the reference frame's own), is saved in the
     model and loads back; the env's rollout then draws each frame relative to the
@@ -444,6 +444,17 @@ def test_state_renderer_fits_saves_and_is_the_rollouts_base(data, tmp_path):
         for k, v in kept.module.state_dict().items()
         if k.startswith("renderer.")
     )
+    # more stores: other state statistics, which the frozen renderer does not read
+    more = tmp_path / "more.zarr"
+    shutil.copytree(odd_stores["front-only"], more)
+    tokenize_store(more, data.tok)
+    with pytest.raises(ConfigError, match="normalised as in its own stores") as e:
+        train_world_model(
+            [data.push, more], data.tok, tmp_path / "more", steps=1,
+            batch_size=2, progress=False, cameras=["front"], dit_overrides=TINY_DIT,
+            state_points=True, init=wm,
+        )  # fmt: skip
+    assert "stats.json" in str(e.value)
 
 
 def test_renderer_is_scored_on_the_models_own_states_too(data, tmp_path):
