@@ -108,7 +108,7 @@ class CameraFrames:
             [torch.from_numpy(x).float() for x in seqs.state],
         )
 
-    def inputs(self, e: int, t: Tensor | slice) -> list[Tensor]:
+    def inputs(self, e: int, t: slice) -> list[Tensor]:
         """Renderer inputs of sequence ``e``'s frames ``t`` (each ≥ 1), batched."""
         n = len(self.latents[e][t])
         first = lambda x: x[:1].expand(n, *x.shape[1:])  # noqa: E731
