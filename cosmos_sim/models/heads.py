@@ -213,7 +213,50 @@ class _FiLMBlock(nn.Module):
         return x + self.conv2(F.silu(h))
 
 
-class StateRenderer(nn.Module):
+class _LatentRenderer(nn.Module):
+    """What the state renderers share: the latent grid, the point maps and the conv net (a
+    FiLM-conditioned trunk whose output, zero at the start, is added to a base frame)."""
+
+    def _grid_buffers(self, height: int, width: int) -> None:
+        """The latent grid's cell centres (h, w, 2) and its coordinates (1, 2, h, w) in [-1, 1]."""
+        ys, xs = torch.meshgrid(
+            torch.arange(height, dtype=torch.float32),
+            torch.arange(width, dtype=torch.float32),
+            indexing="ij",
+        )
+        self.register_buffer("centres", torch.stack([xs, ys], -1), False)
+        grid = torch.stack([xs / max(width - 1, 1), ys / max(height - 1, 1)]) * 2 - 1
+        self.register_buffer("coords", grid[None], False)
+
+    def _trunk_layers(self, inputs: int, state_dim: int, hidden: int, depth: int, channels: int):
+        """The conv net: ``inputs`` maps in, FiLM-conditioned on the three states, the change
+        of ``channels`` latent channels out (zero at the start)."""
+        cond_dim = 4 * hidden
+        self.inp = nn.Conv2d(inputs + 2, hidden, 3, padding=1)  # + the pixel coordinates
+        self.cond = nn.Sequential(
+            nn.Linear(3 * state_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim)
+        )
+        self.blocks = nn.ModuleList(_FiLMBlock(hidden, cond_dim) for _ in range(depth))
+        self.out = nn.Conv2d(hidden, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def _trunk(self, base: Tensor, maps: list[Tensor], states: list[Tensor]) -> Tensor:
+        """``base`` (B, C, h, w) + the net's change from the input ``maps`` and ``states``."""
+        x = torch.cat([*maps, self.coords.expand(base.shape[0], -1, -1, -1)], dim=1)
+        h, c = self.inp(x), self.cond(torch.cat(states, dim=-1))
+        for block in self.blocks:
+            h = block(h, c)
+        return (base.float() + self.out(F.silu(h))).to(base.dtype)
+
+    def _point_maps(self, homographies: Tensor, state: Tensor) -> Tensor:
+        """(B, K, 3, 3) homographies of the view, (B, S) normalised state → (B, 4·K, h, w)."""
+        uv = points.project(homographies, state[:, self.index])  # (B, K, 2)
+        feats = points.point_features(uv[:, None, None], self.centres)  # (B, h, w, 4K)
+        return feats.permute(0, 3, 1, 2)
+
+
+class StateRenderer(_LatentRenderer):
     """A latent frame from the proprio state: the regression half of a CorrDiff-style model
     (Mardani et al. 2024, NVIDIA: a regression network predicts the mean, a diffusion model
     the residual). The frames of a tabletop scene are nearly a function of its state, which
@@ -252,43 +295,9 @@ class StateRenderer(nn.Module):
             channels + 3 * points.FEATURES * len(state_points), state_dim, hidden, depth, channels
         )
 
-    def _grid_buffers(self, height: int, width: int) -> None:
-        """The latent grid's cell centres (h, w, 2) and its coordinates (1, 2, h, w) in [-1, 1]."""
-        ys, xs = torch.meshgrid(
-            torch.arange(height, dtype=torch.float32),
-            torch.arange(width, dtype=torch.float32),
-            indexing="ij",
-        )
-        self.register_buffer("centres", torch.stack([xs, ys], -1), False)
-        grid = torch.stack([xs / max(width - 1, 1), ys / max(height - 1, 1)]) * 2 - 1
-        self.register_buffer("coords", grid[None], False)
-
-    def _trunk_layers(self, inputs: int, state_dim: int, hidden: int, depth: int, channels: int):
-        """The conv net: ``inputs`` maps in, FiLM-conditioned on the three states, the change
-        of ``channels`` latent channels out (zero at the start)."""
-        cond_dim = 4 * hidden
-        self.inp = nn.Conv2d(inputs + 2, hidden, 3, padding=1)  # + the pixel coordinates
-        self.cond = nn.Sequential(
-            nn.Linear(3 * state_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim)
-        )
-        self.blocks = nn.ModuleList(_FiLMBlock(hidden, cond_dim) for _ in range(depth))
-        self.out = nn.Conv2d(hidden, channels, 3, padding=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def _trunk(self, base: Tensor, maps: list[Tensor], states: list[Tensor]) -> Tensor:
-        """``base`` (B, C, h, w) + the net's change from the input ``maps`` and ``states``."""
-        x = torch.cat([*maps, self.coords.expand(base.shape[0], -1, -1, -1)], dim=1)
-        h, c = self.inp(x), self.cond(torch.cat(states, dim=-1))
-        for block in self.blocks:
-            h = block(h, c)
-        return (base.float() + self.out(F.silu(h))).to(base.dtype)
-
     def _maps(self, state: Tensor, view: Tensor) -> Tensor:
         """(B, S) normalised state, (B,) view → (B, 4·K, h, w) point maps."""
-        uv = points.project(self.homography[view], state[:, self.index])  # (B, K, 2)
-        feats = points.point_features(uv[:, None, None], self.centres)  # (B, h, w, 4K)
-        return feats.permute(0, 3, 1, 2)
+        return self._point_maps(self.homography[view], state)
 
     def forward(
         self,
@@ -306,7 +315,7 @@ class StateRenderer(nn.Module):
         return self._trunk(reference, maps, states)
 
 
-class CameraRenderer(StateRenderer):
+class CameraRenderer(_LatentRenderer):
     """The state renderer of a camera-control model, whose camera moves: the new latent frame
     from the episode's first frame **warped into the new camera** by the table plane (the
     warp base, ``conditioning/warp.py``: right on the table, wrong above it), the first
@@ -316,7 +325,7 @@ class CameraRenderer(StateRenderer):
     base + a change (zero at the start), which moves the arm and block the warp smeared
     to where the states put them and fills in what the warp could not see.
 
-    ``points``: per planar state point its state indices ``x`` / ``y``, world ``height``
+    ``points_cfg``: per planar state point its state indices ``x`` / ``y``, world ``height``
     (m) and the state normalisation of the pair (``mean``, ``std``: the map works on the
     normalised state).
     """
@@ -331,7 +340,7 @@ class CameraRenderer(StateRenderer):
         hidden: int = 64,
         depth: int = 6,
     ) -> None:
-        nn.Module.__init__(self)
+        super().__init__()
         if not points_cfg:
             raise ConfigError(
                 "a camera renderer needs the state's planar points and their heights",
@@ -343,13 +352,7 @@ class CameraRenderer(StateRenderer):
         inputs = 2 * channels + 3 * points.FEATURES * len(points_cfg) + 6  # + rays
         self._trunk_layers(inputs, state_dim, hidden, depth, channels)
 
-    def _maps(self, state: Tensor, homographies: Tensor) -> Tensor:
-        """(B, S) normalised state, (B, K, 3, 3) the new camera's homographies → point maps."""
-        uv = points.project(homographies, state[:, self.index])  # (B, K, 2)
-        feats = points.point_features(uv[:, None, None], self.centres)
-        return feats.permute(0, 3, 1, 2)
-
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         first: Tensor,
         base: Tensor,
@@ -370,7 +373,7 @@ class CameraRenderer(StateRenderer):
         maps = [
             base.float(),
             first.float(),
-            *(self._maps(s, homographies) for s in states),
+            *(self._point_maps(homographies, s) for s in states),
             rays.float(),
         ]
         return self._trunk(base, maps, states)

@@ -135,6 +135,11 @@ class CameraFrames:
         cols = [torch.cat(x) for x in zip(*rows, strict=True)]
         return cols[:-1], cols[-1]
 
+    def base_error(self) -> float:
+        """Mean squared latent error of the warp alone, every frame after the first."""
+        pairs = zip(self.base, self.latents, strict=True)
+        return float(np.mean([latent_loss(b[1:], x[1:], None).item() for b, x in pairs]))
+
     @torch.no_grad()
     def error(self, renderer, weights: Tensor | None) -> float:
         """Mean (channel-weighted) squared latent error of every frame after the first."""
@@ -202,18 +207,24 @@ def pixel_weights(loaded: zoo.LoadedModel, latents: list[torch.Tensor]) -> torch
     return tok.channel_gains(torch.stack([x[:n] for x in latents[:16]]).float())
 
 
+def _rebuilt(model, cfg, new: str):
+    """``model``'s weights in a world model of config ``cfg``, whose only new weights are
+    those whose names contain ``new`` (they keep their initialisation)."""
+    from cosmos_sim.models.world_model import ActionWorldModel
+
+    out = ActionWorldModel(cfg)
+    missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(new in k for k in missing), (missing, unexpected)
+    return out
+
+
 def with_state_points(model, state_points: list[dict]):
     """The same world model with ``state_points`` added to its DiT (zero-initialised)."""
     from dataclasses import replace
 
-    from cosmos_sim.models.world_model import ActionWorldModel
-
     cfg = model.cfg
     cfg = replace(cfg, wm=replace(cfg.wm, dit=replace(cfg.wm.dit, state_points=state_points)))
-    out = ActionWorldModel(cfg)
-    missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
-    assert not unexpected and all(".point_proj." in k for k in missing), (missing, unexpected)
-    return out
+    return _rebuilt(model, cfg, ".point_proj.")
 
 
 def fit_renderer(
@@ -371,7 +382,6 @@ def _camera_setup(loaded, model, stores, a_stats, s_stats, hidden, seed):
 
     from cosmos_sim.bridge.record import source_task
     from cosmos_sim.conditioning import points, warp
-    from cosmos_sim.models.world_model import ActionWorldModel
     from cosmos_sim.training import world_model_variants as variants
     from cosmos_sim.training.world_model_task import CHUNK, load_sequences
 
@@ -403,10 +413,7 @@ def _camera_setup(loaded, model, stores, a_stats, s_stats, hidden, seed):
         renderer_points=renderer_points,
         renderer_hidden=hidden,
     )
-    old = model
-    model = ActionWorldModel(cfg)  # the same weights, with the new base
-    missing, unexpected = model.load_state_dict(old.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith("renderer.") for k in missing), (missing, unexpected)
+    model = _rebuilt(model, cfg, "renderer.")  # the same weights, with the new base
     p = cfg.probe
     torch.manual_seed(seed)
     renderer = CameraRenderer(p.channels, p.height, p.width, p.state_dim, renderer_points, hidden)
@@ -418,18 +425,7 @@ def _camera_setup(loaded, model, stores, a_stats, s_stats, hidden, seed):
             "held_out_weighted_mse_from_first_frame": (
                 None if held is None or weights is None else held.error(renderer, weights)
             ),
-            "held_out_warp_base_mse": (
-                None
-                if held is None
-                else float(
-                    np.mean(
-                        [
-                            ((b[1:] - x[1:]) ** 2).mean().item()
-                            for b, x in zip(held.base, held.latents, strict=True)
-                        ]
-                    )
-                )
-            ),
+            "held_out_warp_base_mse": None if held is None else held.base_error(),
         }
 
     return model, renderer, train.batch, scores, train.latents

@@ -603,8 +603,13 @@ def train_world_model(
         float(np.concatenate([np.diff(x, axis=0).ravel() for x in seqs.latents]).std()), 3
     )
     init_config = zoo.read_config(init)["config"] if init else {}
-    if init_config.get("renderer_hidden"):  # its renderer reads states in its own units
-        _check_same_state_stats(Path(init), state_stats)
+    if init_config.get("renderer_hidden"):  # its frozen renderer reads states in its units
+        check_same_state_stats(
+            init,
+            {"state_mean": state_stats.mean, "state_std": state_stats.std},
+            "the model's renderer draws states normalised as in its own stores: "
+            "post-train it on those stores",
+        )
     model = build_model(
         preset,
         action_stats.action_dim,
@@ -685,18 +690,15 @@ def _warp_height(variant: str, store: EpisodeStore, reference: str) -> float:
     return mujoco_table_height(source_task(store.spec.source))
 
 
-def _check_same_state_stats(model_dir: Path, state_stats: StateStats) -> None:
-    """A model whose (frozen) renderer comes along must be post-trained with the state
-    normalisation it was fitted with: the stores it was fitted on, not more or others."""
-    theirs = json.loads((model_dir / "stats.json").read_text())
-    for key, ours in (("state_mean", state_stats.mean), ("state_std", state_stats.std)):
-        if not np.allclose(theirs.get(key, []), ours, rtol=1e-5, atol=1e-7):
-            raise ConfigError(
-                "the model's renderer draws states normalised as in its own stores: "
-                "post-train it on those stores",
-                path=model_dir / "stats.json",
-                field=key,
-            )
+def check_same_state_stats(model_dir: Path, stats: dict, message: str) -> None:
+    """Refuse (``message``, naming the model's stats.json) unless the exported model
+    ``model_dir`` normalises the proprio state as ``stats`` (``state_mean`` / ``state_std``)
+    does: heads or a renderer taken from it read states in its units."""
+    path = zoo.resolve(model_dir) / "stats.json"
+    theirs = json.loads(path.read_text()) if path.is_file() else {}
+    for key in ("state_mean", "state_std"):
+        if not np.allclose(theirs.get(key, []), stats.get(key, []), rtol=1e-5, atol=1e-7):
+            raise ConfigError(message, path=path, field=key)
 
 
 def with_state_heads_of(model, source: Path, stats: dict):
@@ -706,17 +708,13 @@ def with_state_heads_of(model, source: Path, stats: dict):
     Both must normalise the state alike."""
     from cosmos_sim.models.world_model import ActionWorldModel, ActionWorldModelConfig
 
+    check_same_state_stats(
+        source,
+        stats,
+        "the state heads to keep were trained with another state normalisation "
+        "(train on the same stores)",
+    )
     src = zoo.load_model(source)
-    for key in ("state_mean", "state_std"):
-        if not np.allclose(
-            (src.stats or {}).get(key, []), stats.get(key, []), rtol=1e-5, atol=1e-7
-        ):
-            raise ConfigError(
-                "the state heads to keep were trained with another state normalisation "
-                "(train on the same stores)",
-                path=src.path / "stats.json",
-                field=key,
-            )
     cfg = ActionWorldModelConfig(**{**src.module.cfg.to_dict(), "wm": model.cfg.wm.to_dict()})
     out = ActionWorldModel(cfg)
     ours, theirs = model.state_dict(), src.module.state_dict()
