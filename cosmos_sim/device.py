@@ -9,6 +9,11 @@ a short fp32 vs bf16 matmul and conv timing — and cached as JSON::
          "conv_flops": {...}}
 
 ``COSMOS_SIM_PRECISION=fp32|bf16`` overrides the choice (the peak is still measured).
+
+Inference attention is measured the same way, once per dtype, and cached in the same file
+(``"attention": {"bf16": {"sdpa": ..., "bmm": ...}}``): SDPA's CPU flash kernel against
+plain batched matmuls (:func:`cosmos_sim.models.attention.bmm_attention`), at the shape
+of a multi-view world-model env step.
 """
 
 from __future__ import annotations
@@ -161,11 +166,52 @@ def probe_cpu(refresh: bool = False) -> dict:
         "matmul_flops": {"fp32": mm32, "bf16": mm16},
         "conv_flops": {"fp32": conv32, "bf16": conv16},
     }
+    _write_probe(result)
+    return result
+
+
+def _write_probe(result: dict) -> None:
+    """Write the probe's JSON atomically (several processes may probe at once)."""
+    path = _cache_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, path)
-    return result
+
+
+def measure_attention(dtype: torch.dtype) -> dict[str, float]:
+    """Inference attention FLOP/s on the CPU in ``dtype``, SDPA vs chunked batched matmuls,
+    at a world-model env step's shape (16 envs × 4 heads, 192 queries of 48 over 768 keys)."""
+    from cosmos_sim.models.attention import bmm_attention
+
+    q, k, v = (torch.randn(16, 4, n, 48, dtype=dtype) for n in (192, 768, 768))
+    flops = 4 * 16 * 4 * 192 * 768 * 48
+    with torch.no_grad():
+        return {
+            "sdpa": _time_flops(
+                lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), flops, 5
+            ),
+            "bmm": _time_flops(lambda: bmm_attention(q, k, v), flops, 5),
+        }
+
+
+def cpu_attention_kernel(dtype: torch.dtype) -> str:
+    """``"bmm"`` or ``"sdpa"``: which runs inference attention in ``dtype`` faster on this
+    CPU (bmm must win by 10 %), measured once and kept in the precision probe's cache.
+    On a CPU with native bf16 the matmuls win in bf16 (here 1.5-1.7× at the env's shapes);
+    in fp32 SDPA does."""
+    name = next((n for n, d in _DTYPES.items() if d == dtype), None)
+    if name is None:
+        return "sdpa"
+    probe = probe_cpu()
+    measured = probe.setdefault("attention", {})
+    if name not in measured:
+        try:
+            measured[name] = measure_attention(dtype)
+        except RuntimeError:  # no kernels for this dtype
+            measured[name] = {"sdpa": 1.0, "bmm": 0.0}
+        _write_probe(probe)
+    return "bmm" if measured[name]["bmm"] > 1.1 * measured[name]["sdpa"] else "sdpa"
 
 
 def _cuda_peak(dtype: torch.dtype) -> float:

@@ -91,3 +91,38 @@ def test_compiled_flex_attention_equals_sdpa():
     torch.testing.assert_close(
         attention(q, k, v, mask, "flex"), attention(q, k, v, mask, "sdpa"), atol=1e-5, rtol=1e-5
     )
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bmm_attention_equals_sdpa(dtype):
+    from cosmos_sim.models.attention import bmm_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(5, 4, n, 48, dtype=dtype) for n in (24, 96, 96))
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    # a budget this small runs it in chunks of 2 (batch, head) rows, the last one short
+    got = bmm_attention(q, k, v, budget=2 * 24 * 96 * q.element_size())
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    assert got.dtype == dtype and torch.allclose(got.float(), want, atol=tol)
+
+
+def test_inference_attention_kernel_is_measured_once_and_cached(monkeypatch, tmp_path):
+    from cosmos_sim import device
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(device, "measure_cpu", lambda dtype: (1e11, 1e11))
+    calls = []
+
+    def measured(dtype):
+        calls.append(dtype)
+        return (
+            {"sdpa": 6e10, "bmm": 9e10} if dtype == torch.bfloat16 else {"sdpa": 7e10, "bmm": 6e10}
+        )
+
+    monkeypatch.setattr(device, "measure_attention", measured)
+    assert device.cpu_attention_kernel(torch.bfloat16) == "bmm"
+    assert device.cpu_attention_kernel(torch.float32) == "sdpa"
+    assert device.cpu_attention_kernel(torch.bfloat16) == "bmm"  # from the cache file
+    assert calls == [torch.bfloat16, torch.float32]
+    assert device.probe_cpu()["attention"]["bf16"] == {"sdpa": 6e10, "bmm": 9e10}
