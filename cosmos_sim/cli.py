@@ -332,6 +332,19 @@ def evaluate(
         console.print(f"  {kind:<11} {path}")
 
 
+def _decoder_sizes(width: int, width_low: int, blocks: str | None) -> dict | None:
+    """``train tokenizer``'s new-decoder options as TokenizerConfig fields (None: none)."""
+    sizes: dict = {k: v for k, v in (("dec_width", width), ("dec_width_low", width_low)) if v}
+    if blocks is not None:
+        try:
+            sizes["dec_blocks"] = tuple(int(b) for b in blocks.split(","))
+        except ValueError:
+            raise ConfigError(
+                "two block counts", field="--decoder-blocks", expected="e.g. 1,1", found=blocks
+            ) from None
+    return sizes or None
+
+
 @train_app.command("tokenizer")
 def train_tokenizer_cmd(
     data: Annotated[
@@ -369,6 +382,21 @@ def train_tokenizer_cmd(
             min=0, help="Hold out every k-th episode (the world models' split; 0: hash split)."
         ),
     ] = 0,
+    decoder_width: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="With --decoder-only: a new decoder this wide at H/4 (a fast decoder for the "
+            "same latents; 0 keeps the init's).",
+        ),
+    ] = 0,
+    decoder_width_low: Annotated[
+        int, typer.Option(min=0, help="With --decoder-width: its width at H/8 (0: the init's).")
+    ] = 0,
+    decoder_blocks: Annotated[
+        str | None,
+        typer.Option(help="With --decoder-width: its residual blocks at H/8,H/4, e.g. 1,1."),
+    ] = None,
 ) -> None:
     """Train a causal video tokenizer (resumes from the run directory's newest checkpoint)."""
     from cosmos_sim.training.tokenizer_task import export_tokenizer, train_tokenizer
@@ -386,6 +414,7 @@ def train_tokenizer_cmd(
         init_from=init,
         decoder_only=decoder_only,
         heldout_every=heldout_every,
+        decoder_sizes=_decoder_sizes(decoder_width, decoder_width_low, decoder_blocks),
     )
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return

@@ -54,14 +54,16 @@ class LoadedWorldModel:
     action_names: list[str] | None = None
 
     @classmethod
-    def load(cls, model: str, device: str = "cpu") -> LoadedWorldModel:
+    def load(cls, model: str, device: str = "cpu", decoder: str | None = None) -> LoadedWorldModel:
+        """``decoder``: decode with this tokenizer instead of the model's own (same latents;
+        e.g. ``tokenizer-cv-4x8x8-pca-fast``, ~6× cheaper to decode, see its card)."""
         loaded = zoo.load_model(model, device)
         if loaded.kind != "world-model-diffusion":
             raise ModelError(
                 "not a diffusion world model", path=loaded.path, field="kind", found=loaded.kind
             )
         meta = loaded.config
-        tok = zoo.load_tokenizer_of(loaded, device)
+        tok = zoo.load_tokenizer_of(loaded, device, decoder)
         stats = loaded.stats or {}
         if "action_mean" not in stats or "state_mean" not in stats:
             raise ModelError("missing normalisation statistics", path=loaded.path / "stats.json")

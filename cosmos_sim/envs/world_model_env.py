@@ -51,6 +51,10 @@ camera             Box(-1, 1, (chunk, 5), float32)            … then ee_vx, ee
 One env step takes one action chunk; the model generates one latent frame = ``chunk``
 video frames (per view) for it.
 
+``decoder=`` decodes with another tokenizer of the same latents than the model's own:
+``decoder="tokenizer-cv-4x8x8-pca-fast"`` is ~6× cheaper to decode, for a little image
+quality (its card has both), which makes multi-view and RL-in-imagination runs faster.
+
 Reset draws the real first frame(s) from the simulator with the same seed as the env it
 imitates (so both start from the same state) and encodes them; the torch generator of
 the sampler is seeded from it too, so ``reset(seed=s)`` is reproducible. An instruction
@@ -124,6 +128,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         include_state: bool = True,
         render_mode: str | None = None,
         precision: str | None = None,
+        decoder: str | None = None,
     ) -> None:
         if family != "diffusion":
             raise ModelError(
@@ -131,7 +136,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                 field="family",
                 found=family,
             )
-        self.wm = LoadedWorldModel.load(model, device)
+        self.wm = LoadedWorldModel.load(model, device, decoder)
         check_drivable(self.wm)
         # The DiT runs under bf16 autocast where this machine runs bf16 faster (probed once
         # and cached, see cosmos_sim/device.py); "fp32" / "bf16" force it.

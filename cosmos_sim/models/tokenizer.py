@@ -49,6 +49,10 @@ class TokenizerConfig:
     dec_blocks: tuple[int, int] = (2, 2)  # residual blocks at H/8, H/4
     linear_bypass: bool = False  # a learned linear block code beside the conv trunk
     trunk_scale: float = 1.0  # the conv trunk's heads are multiplied by this (see Encoder)
+    # The decoder's own widths (0: the encoder's). A narrower decoder on the same latents is
+    # a fast decoder (decode-only fine-tune of a tokenizer, ``--decoder-width``).
+    dec_width: int = 0
+    dec_width_low: int = 0
 
     def __post_init__(self) -> None:
         self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
@@ -66,8 +70,8 @@ class TokenizerConfig:
             raise ConfigError(
                 "each FSQ level must be ≥ 2", field="fsq_levels", found=self.fsq_levels
             )
-        for name in ("width", "width_low"):
-            if getattr(self, name) % 8:
+        for name in ("width", "width_low", "dec_width", "dec_width_low"):
+            if getattr(self, name) % 8 or getattr(self, name) < 0:
                 raise ConfigError(
                     "must be a multiple of 8",
                     field=name,
@@ -76,6 +80,11 @@ class TokenizerConfig:
                 )
         if len(self.enc_blocks) != 2 or len(self.dec_blocks) != 2:
             raise ConfigError("two block counts (H/4, H/8)", field="enc_blocks/dec_blocks")
+
+    @property
+    def decoder_widths(self) -> tuple[int, int]:
+        """The decoder's (channels at H/4, channels at H/8)."""
+        return self.dec_width or self.width, self.dec_width_low or self.width_low
 
     @property
     def codebook_size(self) -> int:
@@ -290,12 +299,13 @@ class Decoder(nn.Module):
     def __init__(self, cfg: TokenizerConfig) -> None:
         super().__init__()
         c_out = 3 * TIME_FACTOR * S2D * S2D
-        self.stem = CausalConv3d(cfg.bottleneck_channels, cfg.width_low, (1, 3, 3))
-        self.low = nn.Sequential(*[ResBlock(cfg.width_low) for _ in range(cfg.dec_blocks[0])])
-        self.up = CausalConv3d(cfg.width_low, cfg.width * 4, (1, 3, 3))  # then pixel shuffle 2×
-        self.high = nn.Sequential(*[ResBlock(cfg.width) for _ in range(cfg.dec_blocks[1])])
-        self.norm = ChannelNorm(cfg.width)
-        self.head = CausalConv3d(cfg.width, c_out, (1, 3, 3))
+        width, width_low = cfg.decoder_widths
+        self.stem = CausalConv3d(cfg.bottleneck_channels, width_low, (1, 3, 3))
+        self.low = nn.Sequential(*[ResBlock(width_low) for _ in range(cfg.dec_blocks[0])])
+        self.up = CausalConv3d(width_low, width * 4, (1, 3, 3))  # then pixel shuffle 2×
+        self.high = nn.Sequential(*[ResBlock(width) for _ in range(cfg.dec_blocks[1])])
+        self.norm = ChannelNorm(width)
+        self.head = CausalConv3d(width, c_out, (1, 3, 3))
         self.bypass = (
             CausalConv3d(cfg.bottleneck_channels, 4 * c_out, (1, 1, 1))
             if cfg.linear_bypass

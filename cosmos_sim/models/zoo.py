@@ -188,13 +188,31 @@ class LoadedModel:
         return str(self.config.get("latents_of", self.weights_hash))
 
 
-def load_tokenizer_of(world_model: LoadedModel, device: str | torch.device = "cpu") -> LoadedModel:
+def load_tokenizer_of(
+    world_model: LoadedModel,
+    device: str | torch.device = "cpu",
+    decoder: str | Path | None = None,
+) -> LoadedModel:
     """The tokenizer a world model was trained on (``tokenizer`` in its config), refused
-    unless its latents are the ones the model was trained with (``tokenizer_hash``)."""
+    unless its latents are the ones the model was trained with (``tokenizer_hash``).
+
+    ``decoder``: another tokenizer model directory with those latents to decode with
+    instead — a decoder-only fine-tune such as a fast decoder (its ``latents_of``)."""
     meta = world_model.config
     for key in ("tokenizer", "tokenizer_hash"):
         if key not in meta:
             raise ModelError("missing field", path=world_model.path / "config.toml", field=key)
+    if decoder is not None:
+        tok = load_model(decoder, device)
+        if tok.kind != "tokenizer" or tok.latent_hash != meta["tokenizer_hash"]:
+            raise ModelError(
+                "the decoder is not for this world model's latents",
+                path=tok.path / "config.toml",
+                field="latents_of",
+                expected=f"{meta['tokenizer_hash']} (the latents of {meta['tokenizer']})",
+                found=tok.latent_hash if tok.kind == "tokenizer" else f"a {tok.kind}",
+            )
+        return tok
     try:
         tok = load_model(meta["tokenizer"], device)
     except ModelError:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +109,7 @@ def train_tokenizer(
     init_from: Path | None = None,
     decoder_only: bool = False,
     heldout_every: int = 0,
+    decoder_sizes: dict | None = None,
 ) -> dict:
     """Train a tokenizer on ``data`` stores into ``out_dir`` (resumable); returns the summary.
 
@@ -120,9 +121,20 @@ def train_tokenizer(
     working with the better decoder (the export records ``latents_of``).
     ``heldout_every`` > 0 holds out every k-th episode of each store (the world models'
     split) instead of the seeded hash split, so their held-out episodes stay unseen.
+    ``decoder_sizes`` (with ``decoder_only``: ``dec_width``, ``dec_width_low``,
+    ``dec_blocks``) gives the new decoder other sizes than the init's — a fast decoder for
+    the same latents. Its linear bypass starts as the init's (the linear PCA decoder, where
+    there is one) and its conv trunk from scratch, silent at step 0.
     """
     if preset not in RECIPES:
         raise ConfigError("unknown preset", field="preset", expected=sorted(RECIPES), found=preset)
+    if decoder_sizes and not decoder_only:
+        raise ConfigError(
+            "other decoder sizes need a decoder-only run",
+            field="decoder_sizes",
+            expected="--decoder-only --init TOKENIZER",
+            found=decoder_sizes,
+        )
     if decoder_only and init_from is None:
         raise ConfigError(
             "a decoder-only fine-tune needs the tokenizer whose encoder it keeps",
@@ -144,6 +156,8 @@ def train_tokenizer(
                 found=f"{loaded.kind} ({loaded.config.get('config', {}).get('kind')})",
             )
         model_cfg = loaded.module.cfg
+        if decoder_sizes:
+            model_cfg = replace(model_cfg, **decoder_sizes)
     spec = ClipSpec(frames=recipe.frames, heldout_every=heldout_every)
     batch = batch_size or recipe.batch_size
     loader = ClipLoader(
@@ -186,7 +200,17 @@ def train_tokenizer(
             video = torch.cat([loader.batch(k)["video"] for k in range(PCA_INIT_BATCHES)])
             task.tokenizer.init_bypass_pca(to_unit(video))
     if init_from is not None:
-        task.tokenizer.load_state_dict(loaded.module.state_dict())
+        init_state = loaded.module.state_dict()
+        if decoder_sizes:  # a new decoder: the init's encoder, and its linear bypass decoder
+            init_state = {
+                k: v
+                for k, v in init_state.items()
+                if k.startswith(("encoder.", "decoder.bypass.")) or not k.startswith("decoder.")
+            }
+            task.tokenizer.load_state_dict(init_state, strict=False)
+            run_config["decoder_sizes"] = decoder_sizes
+        else:
+            task.tokenizer.load_state_dict(init_state)
         run_config["init"] = {
             "model": str(Path(init_from).resolve()),
             "weights_hash": loaded.weights_hash,

@@ -61,3 +61,29 @@ def test_decoder_only_needs_an_init_tokenizer(tuned, tmp_path):
         train_tokenizer([tuned[0]], "cv", "cpu-small", tmp_path, steps=1, decoder_only=True)
     with pytest.raises(ConfigError, match="not a dv tokenizer"):
         train_tokenizer([tuned[0]], "dv", "cpu-small", tmp_path, steps=1, init_from=tuned[1])
+
+
+def test_a_narrower_decoder_trains_on_the_same_latents(tuned, tmp_path):
+    store, tok, _ = tuned
+    base = zoo.load_model(tok)
+    cfg = base.module.cfg
+    train_tokenizer(
+        [store], "cv", "cpu-small", tmp_path / "run", steps=2, batch_size=2, progress=False,
+        checkpoint_every=2, lr=1e-2, init_from=tok, decoder_only=True,
+        decoder_sizes={"dec_width": 8, "dec_width_low": 8, "dec_blocks": (1, 0)},
+    )  # fmt: skip
+    fast = zoo.load_model(export_tokenizer(tmp_path / "run", tmp_path / "fast"))
+    assert fast.latent_hash == base.weights_hash  # world models on `tok` can decode with it
+    assert fast.module.cfg.decoder_widths == (8, 8) and fast.module.cfg.dec_blocks == (1, 0)
+    assert (fast.module.cfg.width, fast.module.cfg.width_low) == (cfg.width, cfg.width_low)
+    n_params = lambda m: sum(p.numel() for p in m.decoder.parameters())  # noqa: E731
+    assert n_params(fast.module) < n_params(base.module) / 2
+    video = torch.rand(2, 9, 3, 16, 24) * 2 - 1
+    z = base.module.encode(video)
+    assert torch.equal(fast.module.encode(video), z)
+    assert fast.module.decode(z).shape == base.module.decode(z).shape
+    with pytest.raises(ConfigError, match="decoder-only"):
+        train_tokenizer(
+            [store], "cv", "cpu-small", tmp_path / "r2", steps=1, init_from=tok,
+            decoder_sizes={"dec_width": 8},
+        )  # fmt: skip

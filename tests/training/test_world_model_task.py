@@ -528,3 +528,35 @@ def test_world_model_takes_a_decoder_only_tokenizer_upgrade_and_refuses_another_
     with pytest.raises(ModelError, match="different tokenizer") as e:
         LoadedWorldModel.load(str(model_dir))
     assert "\n" not in str(e.value) and "config.toml: tokenizer_hash" in str(e.value)
+
+
+def test_world_model_decodes_with_a_fast_decoder_of_its_latents_only(tokenized, tmp_path):
+    import shutil
+
+    from cosmos_sim.envs.loaded_world_model import LoadedWorldModel
+    from cosmos_sim.errors import ModelError
+    from cosmos_sim.training.tokenizer_task import export_tokenizer, train_tokenizer
+
+    store_path, tok_dir = tokenized
+    tok = shutil.copytree(tok_dir, tmp_path / "tok")
+    model_dir = make_tiny_world_model(store_path, tok, tmp_path)
+    train_tokenizer(
+        [store_path], "cv", "cpu-small", tmp_path / "dec", steps=2, batch_size=2,
+        progress=False, checkpoint_every=2, lr=1e-2, init_from=tok, decoder_only=True,
+        decoder_sizes={"dec_width": 8, "dec_width_low": 8},
+    )  # fmt: skip
+    fast = export_tokenizer(tmp_path / "dec", tmp_path / "fast")
+    wm = LoadedWorldModel.load(str(model_dir), decoder=str(fast))
+    assert wm.tokenizer.cfg.decoder_widths == (8, 8)
+    z = torch.randn(1, 2, *LATENT)
+    own = LoadedWorldModel.load(str(model_dir)).tokenizer
+    assert wm.tokenizer.decode(z).shape == own.decode(z).shape
+    other = zoo.load_model(tok).module
+    with torch.no_grad():
+        other.encoder.stem.weight.mul_(1.5)
+    zoo.save_model(
+        tmp_path / "other", "tokenizer", other.cfg.to_dict(), other.state_dict(), dtype="fp32"
+    )
+    with pytest.raises(ModelError, match="not for this world model's latents") as e:
+        LoadedWorldModel.load(str(model_dir), decoder=str(tmp_path / "other"))
+    assert "\n" not in str(e.value) and "other/config.toml: latents_of" in str(e.value)
