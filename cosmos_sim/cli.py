@@ -263,6 +263,13 @@ def evaluate(
     ] = None,
     size: Annotated[int, typer.Option()] = 64,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("out/evaluation"),
+    decoder: Annotated[
+        str | None,
+        typer.Option(
+            help="Decode the world model's frames with this tokenizer of its latents, e.g. "
+            "tokenizer-cv-4x8x8-pca-fast (faster; see its card for the image quality)."
+        ),
+    ] = None,
 ) -> None:
     """Run every policy in the world model and in the simulator, and report how well they agree."""
     import gymnasium as gym
@@ -280,8 +287,9 @@ def evaluate(
         candidate = gym.make(sim_id, **view)
     elif "cosmos_sim/WorldModel-v0" in gym.registry:
         # One sub-env per episode: every episode of a policy in one batched forward pass.
+        fast = {} if decoder is None else {"decoder": decoder}
         candidate = gym.make_vec(
-            "cosmos_sim/WorldModel-v0", num_envs=episodes, model=model, task=task, **view
+            "cosmos_sim/WorldModel-v0", num_envs=episodes, model=model, task=task, **view, **fast
         )
     else:
         raise ModelError(
