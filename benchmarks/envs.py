@@ -8,7 +8,8 @@ convolutions) over its time, measured as the mean of three more steps.
 Target: the WM vector env at least as fast (frames/s) as the simulator it imitates with
 three cameras, in the simulator's fastest rendering setting (RGB only, no shadows). The
 action model generates one camera; the multi-view model (all three jointly) is timed
-beside it when shipped.
+beside it when shipped, and both again with the fast decoder
+(``decoder="tokenizer-cv-4x8x8-pca-fast"``, ~6× fewer decoder FLOPs) when it is shipped.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cosmos_sim.models.zoo import shipped_models
 
 MODEL = "wm-diffusion-push"
 MULTIVIEW = "wm-diffusion-push-multiview"
+FAST_DECODER = "tokenizer-cv-4x8x8-pca-fast"
 TASK = "Push"
 STEPS = 10
 REPEATS = 3  # every speed is the best of 3 timings: the machine is shared, noise only slows
@@ -79,10 +81,14 @@ def main() -> dict:
         sps = time_env(single, 1)
         result["wm_single"] = {"steps_per_s": sps, "frames_per_s": sps * chunk}
         rows.append(["world model, single", 1, sps, sps * chunk, "-"])
-        for model, n in ((MODEL, 8), (MODEL, 32), (MULTIVIEW, 32)):
-            if model not in shipped_models():
+        shipped = shipped_models()
+        runs = [(MODEL, 8, None), (MODEL, 32, None), (MULTIVIEW, 32, None)]
+        runs += [(MODEL, 32, FAST_DECODER), (MULTIVIEW, 32, FAST_DECODER)]
+        for model, n, decoder in runs:
+            if model not in shipped or (decoder is not None and decoder not in shipped):
                 continue
-            vec = gym.make_vec("cosmos_sim/WorldModel-v0", num_envs=n, model=model)
+            fast = {} if decoder is None else {"decoder": decoder}
+            vec = gym.make_vec("cosmos_sim/WorldModel-v0", num_envs=n, model=model, **fast)
             sps = time_env(vec, n, steps=4)  # leaves the context cache full: steady state
             zeros = np.zeros(vec.action_space.shape, np.float32)
             with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as counter:
@@ -93,11 +99,13 @@ def main() -> dict:
                 vec.step(zeros)
             share = 3 * flops / (time.perf_counter() - t0) / peak
             key = f"wm_vector_{n}" + ("_multiview" if model == MULTIVIEW else "")
+            key += "" if decoder is None else "_fast_decoder"
             result[key] = {"steps_per_s": sps, "frames_per_s": sps * chunk, "peak_share": share}
             label = "multi-view world model (3 cameras)" if model == MULTIVIEW else "world model"
+            label += "" if decoder is None else ", fast decoder"
             rows.append([f"{label}, vector", n, sps, sps * chunk, f"{share:.1%}"])
-        for key in ("wm_vector_32", "wm_vector_32_multiview"):
-            if key in result:
+        for key in list(result):
+            if key.startswith("wm_vector_32"):
                 result[f"{key}_vs_simulator"] = (
                     result[key]["frames_per_s"] / result["simulator"]["frames_per_s"]
                 )
