@@ -51,7 +51,7 @@ camera             Box(-1, 1, (chunk, 5), float32)            … then ee_vx, ee
 One env step takes one action chunk; the model generates one latent frame = ``chunk``
 video frames (per view) for it.
 
-``decoder=`` decodes with another tokenizer of the same latents than the model's own:
+``decoder=`` decodes with another tokenizer with the same latents as the model's own:
 ``decoder="tokenizer-cv-4x8x8-pca-fast"`` is ~6× cheaper to decode, for a little image
 quality (its card has both), which makes multi-view and RL-in-imagination runs faster.
 
