@@ -8,6 +8,7 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -25,6 +26,11 @@ def machine() -> dict:
         # Other work on the machine slows every figure; the baselines run beside them.
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
+
+
+def video_u8(video: torch.Tensor) -> np.ndarray:
+    """(B, T, 3, H, W) video in [-1, 1] → (B, T, H, W, 3) uint8, as the envs give frames."""
+    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).numpy()
 
 
 def write_result(name: str, result: dict) -> Path:

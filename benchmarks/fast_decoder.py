@@ -31,11 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cosmos_sim  # noqa: E402, F401
 from benchmarks import pixel_policy  # noqa: E402
-from benchmarks.common import print_table, write_result  # noqa: E402
+from benchmarks.common import print_table, video_u8, write_result  # noqa: E402
 from cosmos_sim.data.store import EpisodeStore  # noqa: E402
 from cosmos_sim.device import precision  # noqa: E402
 from cosmos_sim.envs.registration import sim_env_id  # noqa: E402
-from cosmos_sim.evaluation.policies import load_policy  # noqa: E402
 from cosmos_sim.evaluation.policy_eval import evaluate  # noqa: E402
 from cosmos_sim.models import zoo  # noqa: E402
 
@@ -50,11 +49,6 @@ STORES = {
 }
 HELD_OUT = 10  # episodes per store: every 10th, the world models' held-out split
 POLICY_EPISODES = 48
-
-
-def to_u8(video: torch.Tensor) -> np.ndarray:
-    """(B, T, 3, H, W) in [-1, 1] → (B, T, H, W, 3) uint8."""
-    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).numpy()
 
 
 @torch.no_grad()
@@ -76,7 +70,7 @@ def image_quality(tokenizers: dict[str, torch.nn.Module]) -> dict[str, dict[str,
             x = torch.from_numpy(real).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
             row = {}
             for key, tok in tokenizers.items():
-                mse = np.mean((to_u8(tok.decode(tok.encode(x))).astype(np.float64) - real) ** 2)
+                mse = np.mean((video_u8(tok.decode(tok.encode(x))).astype(np.float64) - real) ** 2)
                 row[key] = float(10 * np.log10(255**2 / mse))
             out[f"{name}/{camera}"] = row
     return out
@@ -111,25 +105,14 @@ class ThroughTokenizer(gym.ObservationWrapper):
     @torch.no_grad()
     def observation(self, obs: dict) -> dict:
         x = torch.from_numpy(obs["front"]).permute(2, 0, 1)[None, None].float() / 127.5 - 1
-        return {**obs, "front": to_u8(self.tok.decode(self.tok.encode(x)))[0, 0]}
+        return {**obs, "front": video_u8(self.tok.decode(self.tok.encode(x)))[0, 0]}
 
 
 def pixel_policies(tokenizers: dict[str, torch.nn.Module]) -> dict[str, dict[str, float]]:
     """Reach BC policies' success: the simulator's frames, and through each tokenizer."""
     reference = gym.make(sim_env_id("reach"), cameras="front", size=64)
     paths, _ = pixel_policy.trained_policies("reach", pixel_policy.TASKS["reach"][1], 4)
-    sim = reference.unwrapped
-    policies = [
-        load_policy(
-            str(p),
-            task=sim.task,
-            state_names=sim.sim.state_names,
-            action_space=reference.action_space,
-        )
-        for p in paths
-    ]
-    for policy, config in zip(policies, pixel_policy.POLICIES, strict=False):
-        policy.name = config.name
+    policies = pixel_policy.load_named([str(p) for p in paths], reference)
     out: dict[str, dict[str, float]] = {p.name: {} for p in policies}
     for key, tok in tokenizers.items():
         candidate = ThroughTokenizer(gym.make(sim_env_id("reach"), cameras="front", size=64), tok)

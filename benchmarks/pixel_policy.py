@@ -321,25 +321,31 @@ def frame_gap(reference, candidate, bc_policies: list, expert, seeds: list[int])
     }
 
 
-def run_task(task: str, model: str, store: Path) -> dict:
-    candidate = gym.make_vec("cosmos_sim/WorldModel-v0", num_envs=EPISODES, model=model)
-    camera, size, chunk = candidate.camera, candidate.sim.height, candidate.chunk
-    assert camera == CAMERA, f"{model} observes {camera}, the policies read {CAMERA}"
-    reference = gym.make(sim_env_id(task), cameras=camera, size=size)
+def load_named(specs: list[str], reference: gym.Env) -> list:
+    """``specs`` (the BC policies' files first, in ``POLICIES`` order) as policies of the
+    simulator env ``reference``, each BC policy named by its config, not its cache file."""
     sim = reference.unwrapped
-    t0 = time.perf_counter()
-    paths, records = trained_policies(task, store, chunk)
-    train_seconds = time.perf_counter() - t0
-    specs = [str(p) for p in paths] + REFERENCES
     policies = [
         load_policy(
             s, task=sim.task, state_names=sim.sim.state_names, action_space=reference.action_space
         )
         for s in specs
     ]
+    for policy, config in zip(policies, POLICIES, strict=False):
+        policy.name = config.name
+    return policies
+
+
+def run_task(task: str, model: str, store: Path) -> dict:
+    candidate = gym.make_vec("cosmos_sim/WorldModel-v0", num_envs=EPISODES, model=model)
+    camera, size, chunk = candidate.camera, candidate.sim.height, candidate.chunk
+    assert camera == CAMERA, f"{model} observes {camera}, the policies read {CAMERA}"
+    reference = gym.make(sim_env_id(task), cameras=camera, size=size)
+    t0 = time.perf_counter()
+    paths, records = trained_policies(task, store, chunk)
+    train_seconds = time.perf_counter() - t0
+    policies = load_named([str(p) for p in paths] + REFERENCES, reference)
     names = [c.name for c in POLICIES]
-    for policy, name in zip(policies, names, strict=False):
-        policy.name = name  # the config's name, not the cache file's
     t0 = time.perf_counter()
     run = evaluate(task, reference, candidate, policies, episodes=EPISODES, seed=SEED)
     eval_seconds = time.perf_counter() - t0

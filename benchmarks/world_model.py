@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import print_table, write_result
+from benchmarks.common import print_table, video_u8, write_result
 from cosmos_sim.data.store import EpisodeStore
 from cosmos_sim.device import Precision
 from cosmos_sim.envs.world_model_env import GUIDANCE, SIGMA_START, LoadedWorldModel
@@ -80,7 +80,7 @@ def tokenizer_reconstruction(wm: LoadedWorldModel, video: np.ndarray) -> np.ndar
     a perfect model would generate up to any horizon, decoded as `rollout` decodes."""
     x = torch.from_numpy(video).permute(0, 1, 4, 2, 3).float() / 127.5 - 1  # (B, T, 3, H, W)
     out = wm.tokenizer.decode(wm.tokenizer.encode(x))
-    return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).numpy()
+    return video_u8(out)
 
 
 @torch.no_grad()
@@ -97,7 +97,7 @@ def rendered_from_states(wm: LoadedWorldModel, first: np.ndarray, states: np.nda
         for k in range(1, s.shape[1])
     ]
     out = tok.decode(torch.cat(frames, 1))
-    return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).numpy()
+    return video_u8(out)
 
 
 @torch.no_grad()
@@ -132,7 +132,7 @@ def rollout(
         z, _ = roll.step(a, state, sampler)
         latents = torch.cat([latents, z], 1)
     out = tok.decode(latents)
-    video = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).numpy()
+    video = video_u8(out)
     if state is None:
         return video, None
     return video, state.numpy() * wm.state_std + wm.state_mean

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import print_table, write_result
+from benchmarks.common import print_table, video_u8, write_result
 from benchmarks.world_model import fp32_sampler, psnr
 from cosmos_sim.conditioning.warp import mujoco_table_height
 from cosmos_sim.data.episode import CameraSeries
@@ -50,10 +50,6 @@ def _held_out(store: EpisodeStore) -> list[int]:
     return [e for e in range(len(store)) if e % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
 
 
-def _to_uint8(video: torch.Tensor) -> np.ndarray:
-    return ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).numpy()
-
-
 def _encode(wm: LoadedWorldModel, frames: np.ndarray) -> torch.Tensor:
     """(B, H, W, 3) uint8 first frames → (B, 1, C, h, w) latents."""
     video = torch.from_numpy(frames).permute(0, 3, 1, 2)[:, None].float() / 127.5 - 1
@@ -70,7 +66,7 @@ def _warp_base_video(wm: LoadedWorldModel, first: torch.Tensor, poses, k_image) 
     warp = WarpBase(wm.tokenizer, k_image, mujoco_table_height(wm.task), CHUNK)
     warp.start(first, poses[:, 0])
     steps = [warp.base(poses[:, k - 1], poses[:, k]) for k in range(1, poses.shape[1])]
-    return _to_uint8(wm.tokenizer.decode(torch.cat([first, *steps], 1)))
+    return video_u8(wm.tokenizer.decode(torch.cat([first, *steps], 1)))
 
 
 def _horizon_rows(task, real, videos, horizons) -> tuple[list, dict]:
@@ -124,7 +120,7 @@ def camera_task(model: str, store_path: Path, sampler_steps: int | None = None) 
         z, _ = roll.step(a, state, sampler, poses[:, k])
         lat = torch.cat([lat, z], 1)
     seconds = time.perf_counter() - t0
-    video = _to_uint8(wm.tokenizer.decode(lat))
+    video = video_u8(wm.tokenizer.decode(lat))
     copy = np.repeat(real[:, :1], frames, axis=1)
     methods = {"world_model": video, "copy_last": copy, "warp_base": warp_video}
     rows, scores = _horizon_rows("camera", real, methods, horizons)
@@ -218,7 +214,7 @@ def multiview_task(model: str, store_path: Path) -> dict:
         out.append(roll.step(a, state, sampler)[0])  # (B, V, C, h, w)
     seconds = time.perf_counter() - t0
     per_view = torch.stack(out, 1)  # (B, K + 1, V, C, h, w)
-    videos = np.stack([_to_uint8(wm.tokenizer.decode(per_view[:, :, i])) for i in range(v)], 2)
+    videos = np.stack([video_u8(wm.tokenizer.decode(per_view[:, :, i])) for i in range(v)], 2)
     copy = np.repeat(real[:, :1], frames, axis=1)
     rows, scores = [], {}
     for i, c in enumerate(cams):
